@@ -1,0 +1,334 @@
+//! Blob identity and local sources: the SHA-256 that names a blob, streaming
+//! hashing of files, and turning the paths a user names into a list of files.
+//!
+//! Nothing here speaks HTTP; `blossom` moves the bytes, this module only says
+//! what they are.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256 as Sha256Hasher};
+
+/// Buffer size for hashing: large enough to keep the hasher busy, small
+/// enough that memory stays flat however large the file is.
+const HASH_BUFFER: usize = 1 << 20;
+
+/// The SHA-256 of a blob's bytes: the blob's identity on every server.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256([u8; 32]);
+
+/// A string that is not 64 hexadecimal characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sha256 {value:?}: expected 64 hexadecimal characters")]
+pub struct ParseHashError {
+    value: String,
+}
+
+impl Sha256 {
+    /// Wraps raw digest bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hexadecimal, as Blossom writes hashes everywhere.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Hashes a byte slice.
+    pub fn digest(bytes: &[u8]) -> Self {
+        Self(Sha256Hasher::digest(bytes).into())
+    }
+}
+
+impl FromStr for Sha256 {
+    type Err = ParseHashError;
+
+    /// Parses 64 hexadecimal characters, in either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        if s.len() != 64 || hex::decode_to_slice(s, &mut bytes).is_err() {
+            return Err(ParseHashError { value: s.chars().take(80).collect() });
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({self})")
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Incremental SHA-256 over a stream of chunks, counting the bytes it saw.
+#[derive(Clone, Default)]
+pub(crate) struct StreamHasher {
+    hasher: Sha256Hasher,
+    len: u64,
+}
+
+impl StreamHasher {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn finish(self) -> (Sha256, u64) {
+        (Sha256(self.hasher.finalize().into()), self.len)
+    }
+}
+
+/// A file on disk, hashed, ready to be replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBlob {
+    /// The hash of the file's bytes when it was read.
+    pub sha256: Sha256,
+    /// The file's length in bytes when it was read.
+    pub size: u64,
+    /// The MIME type declared on upload.
+    pub mime: String,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+}
+
+impl LocalBlob {
+    /// Reads and hashes a file (blocking; run it off the async threads).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the file cannot be opened or read.
+    pub fn from_path(path: &Path) -> Result<Self, InputError> {
+        let io_err = |source| InputError::Unreadable { path: path.to_owned(), source };
+        let absolute = std::path::absolute(path).map_err(io_err)?;
+        let file = File::open(&absolute).map_err(|e| InputError::from_io(path, e))?;
+        let (sha256, size) = hash_reader(file).map_err(io_err)?;
+        Ok(Self { sha256, size, mime: mime_for(&absolute), path: absolute })
+    }
+}
+
+/// Hashes everything a reader yields, with constant memory.
+pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Sha256, u64)> {
+    let mut hasher = StreamHasher::default();
+    let mut buf = vec![0u8; HASH_BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The type a file is declared as: from its extension, or opaque bytes.
+///
+/// Opaque is the honest default: servers that sniff content refuse bytes
+/// that do not match a declared media type.
+pub fn mime_for(path: &Path) -> String {
+    mime_guess::from_path(path).first_raw().unwrap_or("application/octet-stream").to_owned()
+}
+
+/// A path the user named that cannot be pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The path does not exist.
+    #[error("{}: no such file or directory", path.display())]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A directory was named without asking for recursion.
+    #[error("{} is a directory (pass -r/--recursive to push the files in it)", path.display())]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A symbolic link leads back to one of its own parents.
+    #[error("{}: symbolic link loop", path.display())]
+    SymlinkLoop {
+        /// The link that closes the loop.
+        path: PathBuf,
+    },
+    /// Neither a regular file nor a directory (a socket, a device, a dangling link).
+    #[error("{}: not a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Reading failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+}
+
+impl InputError {
+    fn from_io(path: &Path, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::NotFound => Self::NotFound { path: path.to_owned() },
+            _ => Self::Unreadable { path: path.to_owned(), source },
+        }
+    }
+
+    /// The path this error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::NotFound { path }
+            | Self::Directory { path }
+            | Self::SymlinkLoop { path }
+            | Self::NotAFile { path }
+            | Self::Unreadable { path, .. } => path,
+        }
+    }
+}
+
+/// Expands the paths a user named into the regular files to push, in a
+/// stable order (sorted within each directory), without duplicates.
+///
+/// Symbolic links are followed; a link that loops is an error rather than
+/// something to skip, because silently pushing less than was asked for is
+/// worse than refusing.
+///
+/// # Errors
+///
+/// The first path that does not exist, is a directory without `recursive`,
+/// loops, or is not a regular file.
+pub fn collect_files(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, InputError> {
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| InputError::from_io(path, e))?;
+        if meta.is_file() {
+            if seen.insert(path.clone()) {
+                files.push(path.clone());
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            return Err(InputError::NotAFile { path: path.clone() });
+        }
+        if !recursive {
+            return Err(InputError::Directory { path: path.clone() });
+        }
+        for entry in walkdir::WalkDir::new(path).follow_links(true).sort_by_file_name() {
+            let entry = entry.map_err(|e| walk_error(path, e))?;
+            if entry.file_type().is_file() && seen.insert(entry.path().to_owned()) {
+                files.push(entry.into_path());
+            } else if !entry.file_type().is_file() && !entry.file_type().is_dir() {
+                return Err(InputError::NotAFile { path: entry.into_path() });
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn walk_error(root: &Path, err: walkdir::Error) -> InputError {
+    let path = err.path().unwrap_or(root).to_owned();
+    if err.loop_ancestor().is_some() {
+        return InputError::SymlinkLoop { path };
+    }
+    match err.into_io_error() {
+        Some(source) => InputError::from_io(&path, source),
+        None => InputError::NotAFile { path },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_round_trips_through_hex() {
+        let hash = Sha256::digest(b"hello");
+        let hex = hash.to_hex();
+        assert_eq!(hex, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(hex.parse::<Sha256>().unwrap(), hash);
+        assert_eq!(hex.to_uppercase().parse::<Sha256>().unwrap(), hash);
+    }
+
+    #[test]
+    fn bad_hashes_are_refused_and_named() {
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
+            let err = bad.parse::<Sha256>().unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn streamed_hash_matches_one_shot_hash() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (hash, len) = hash_reader(&data[..]).unwrap();
+        assert_eq!(hash, Sha256::digest(&data));
+        assert_eq!(len, data.len() as u64);
+    }
+
+    #[test]
+    fn directories_need_recursive() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+        let err = collect_files(&[dir.path().to_owned()], false).unwrap_err();
+        assert!(matches!(err, InputError::Directory { .. }), "{err}");
+        assert!(err.to_string().contains("--recursive"));
+        let files = collect_files(&[dir.path().to_owned()], true).unwrap();
+        assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn missing_paths_are_named() {
+        let err = collect_files(&["/nonexistent/blob.bin".into()], true).unwrap_err();
+        assert_eq!(err.to_string(), "/nonexistent/blob.bin: no such file or directory");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::os::unix::fs::symlink(dir.path(), sub.join("back")).unwrap();
+        let err = collect_files(&[dir.path().to_owned()], true).unwrap_err();
+        assert!(matches!(err, InputError::SymlinkLoop { .. }), "{err}");
+        assert!(err.to_string().contains("back"), "{err}");
+    }
+
+    #[test]
+    fn mime_falls_back_to_opaque_bytes() {
+        assert_eq!(mime_for(Path::new("a.png")), "image/png");
+        assert_eq!(mime_for(Path::new("noext")), "application/octet-stream");
+    }
+}

@@ -1,0 +1,338 @@
+//! One async call per Blossom endpoint, against one server, over that
+//! server's own pooled HTTP client. Bodies are streamed from disk; the
+//! bytes sent are hashed on the way out, so a file that changed after it was
+//! hashed is caught before its last byte leaves.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Response, StatusCode};
+use tokio::io::AsyncReadExt as _;
+
+use super::auth::{self, Signer, TokenEncoding, TokenRequest, Verb};
+use super::descriptor::{BlobDescriptor, Mismatch};
+use super::error::{self, Endpoint, Error};
+use super::server_url::ServerUrl;
+use crate::blob::{LocalBlob, Sha256, StreamHasher};
+
+/// Chunk size of streamed request bodies.
+const CHUNK: usize = 64 * 1024;
+/// Largest descriptor we read; anything longer is not a descriptor.
+const MAX_DESCRIPTOR: usize = 64 * 1024;
+/// How much of an error body we keep for the reason shown to people.
+const MAX_ERROR_BODY: usize = 4 * 1024;
+
+/// Timeouts for one server's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a connection.
+    pub connect: Duration,
+    /// Whole small requests (`HEAD`, descriptor-sized answers).
+    pub request: Duration,
+    /// An upload's fixed allowance, on top of the time its size needs at
+    /// the minimum throughput. Covers the server's think time after the
+    /// last byte (field case B08).
+    pub upload_base: Duration,
+    /// The slowest transfer rate (bytes per second) an upload is allowed
+    /// before it counts as stalled.
+    pub min_throughput: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+            upload_base: Duration::from_secs(120),
+            min_throughput: 64 * 1024,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Total time allowed for uploading `size` bytes.
+    pub fn upload(&self, size: u64) -> Duration {
+        self.upload_base + Duration::from_secs(size / self.min_throughput.max(1))
+    }
+}
+
+/// Whether a server holds a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// It does; `size` is the `Content-Length` it reported, if any.
+    Present {
+        /// Reported length.
+        size: Option<u64>,
+    },
+    /// It does not (404).
+    Absent,
+}
+
+/// A successful upload.
+#[derive(Debug, Clone)]
+pub struct UploadReceipt {
+    /// What the server says it stored (already checked against our bytes).
+    pub descriptor: BlobDescriptor,
+    /// 201 (newly stored) rather than 200 (it already had it).
+    pub created: bool,
+    /// Body bytes handed to the connection.
+    pub bytes_sent: u64,
+}
+
+/// A client for one Blossom server.
+#[derive(Clone)]
+pub struct ServerClient {
+    server: ServerUrl,
+    http: reqwest::Client,
+    signer: Arc<dyn Signer>,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for ServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClient").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+impl ServerClient {
+    /// A client with its own connection pool for `server`.
+    ///
+    /// # Errors
+    ///
+    /// When the TLS backend cannot be initialised.
+    pub fn new(
+        server: ServerUrl,
+        signer: Arc<dyn Signer>,
+        timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("blossom-replicator/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { server, http, signer, timeouts })
+    }
+
+    /// The server this client talks to.
+    pub fn server(&self) -> &ServerUrl {
+        &self.server
+    }
+
+    /// `HEAD /<sha256>`: does the server hold the blob? Asks without a token
+    /// first and signs a `get` token only when the server wants one.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and any status but 200 and 404.
+    pub async fn has_blob(
+        &self,
+        hash: &Sha256,
+        encoding: TokenEncoding,
+    ) -> Result<Presence, Error> {
+        let url = self.server.blob(hash);
+        let mut response = self.send_head(&url, None).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let token = self.token(Verb::Get, *hash, Duration::from_secs(300), encoding).await?;
+            response = self.send_head(&url, Some(token)).await?;
+        }
+        match response.status() {
+            status if status.is_success() => {
+                Ok(Presence::Present { size: content_length(&response) })
+            }
+            StatusCode::NOT_FOUND => Ok(Presence::Absent),
+            _ => Err(status_error(Endpoint::HasBlob, url.as_str(), response).await),
+        }
+    }
+
+    async fn send_head(
+        &self,
+        url: &reqwest::Url,
+        token: Option<String>,
+    ) -> Result<Response, Error> {
+        let mut request = self.http.head(url.clone()).timeout(self.timeouts.request);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, token);
+        }
+        request.send().await.map_err(|e| Error::transport(Endpoint::HasBlob, url.as_str(), e))
+    }
+
+    /// `PUT /upload`, streaming the file with an explicit `Content-Length`
+    /// (servers refuse chunked bodies with 411). Succeeds only when the
+    /// server's descriptor names exactly our hash and size.
+    ///
+    /// `sent` counts body bytes as they leave, for progress.
+    ///
+    /// # Errors
+    ///
+    /// Transport and status failures; [`Error::Integrity`] when the server
+    /// describes other bytes; [`Error::SourceChanged`] when the file no
+    /// longer hashes to `blob.sha256`.
+    pub async fn upload(
+        &self,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+        sent: Arc<AtomicU64>,
+    ) -> Result<UploadReceipt, Error> {
+        let url = self.server.endpoint("upload");
+        let lifetime = self.timeouts.upload(blob.size) + Duration::from_secs(60);
+        let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
+        let changed = Arc::new(AtomicBool::new(false));
+        let body = file_body(blob, sent.clone(), changed.clone()).await?;
+
+        let result = self
+            .http
+            .put(url.clone())
+            .timeout(self.timeouts.upload(blob.size))
+            .header(AUTHORIZATION, token)
+            .header(CONTENT_TYPE, &blob.mime)
+            .header(CONTENT_LENGTH, blob.size)
+            .header("X-SHA-256", blob.sha256.to_hex())
+            .body(body)
+            .send()
+            .await;
+        if changed.load(Ordering::SeqCst) {
+            return Err(source_changed(&blob.path, "its bytes no longer match the hash"));
+        }
+        let response = result.map_err(|e| Error::transport(Endpoint::Upload, url.as_str(), e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_error(Endpoint::Upload, url.as_str(), response).await);
+        }
+
+        let body = read_capped(response, MAX_DESCRIPTOR).await;
+        let descriptor = BlobDescriptor::parse(&body)
+            .map_err(|e| error::bad_descriptor(Endpoint::Upload, url.as_str(), &e, &body))?;
+        self.confirm(&descriptor, blob, encoding, url.as_str()).await?;
+        let bytes_sent = sent.load(Ordering::SeqCst);
+        Ok(UploadReceipt { descriptor, created: status == StatusCode::CREATED, bytes_sent })
+    }
+
+    /// Checks a descriptor against our bytes. One without a hash is
+    /// accepted only when `HEAD` confirms presence and length (field case
+    /// B10).
+    async fn confirm(
+        &self,
+        descriptor: &BlobDescriptor,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+        url: &str,
+    ) -> Result<(), Error> {
+        let mismatch = match descriptor.check(&blob.sha256, blob.size) {
+            Ok(()) => return Ok(()),
+            Err(Mismatch::MissingHash) => Mismatch::MissingHash,
+            Err(mismatch) => return Err(Error::Integrity { url: url.to_owned(), mismatch }),
+        };
+        match self.has_blob(&blob.sha256, encoding).await? {
+            Presence::Present { size } if size.is_none_or(|s| s == blob.size) => Ok(()),
+            _ => Err(Error::Integrity { url: url.to_owned(), mismatch }),
+        }
+    }
+
+    async fn token(
+        &self,
+        verb: Verb,
+        hash: Sha256,
+        lifetime: Duration,
+        encoding: TokenEncoding,
+    ) -> Result<String, Error> {
+        let request = TokenRequest { verb, hashes: vec![hash], server: None, lifetime };
+        let template =
+            request.template(SystemTime::now()).map_err(|e| Error::Sign(e.to_string()))?;
+        let event = self.signer.sign(template).await.map_err(|e| Error::Sign(e.to_string()))?;
+        Ok(auth::header_value(&event, encoding))
+    }
+}
+
+/// A streamed request body over a file: exactly `blob.size` bytes, hashed
+/// as they go. When the bytes turn out not to be the ones that were hashed
+/// the stream fails before its last chunk, so the server never receives a
+/// complete wrong body, and `changed` tells the caller why.
+async fn file_body(
+    blob: &LocalBlob,
+    sent: Arc<AtomicU64>,
+    changed: Arc<AtomicBool>,
+) -> Result<reqwest::Body, Error> {
+    let file = tokio::fs::File::open(&blob.path)
+        .await
+        .map_err(|source| Error::Source { path: blob.path.clone(), source })?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|source| Error::Source { path: blob.path.clone(), source })?
+        .len();
+    if len < blob.size {
+        return Err(source_changed(&blob.path, &format!("{len} bytes, expected {}", blob.size)));
+    }
+
+    let state = BodyState { file: file.take(blob.size), hasher: StreamHasher::default() };
+    let (expected, size) = (blob.sha256, blob.size);
+    let stream = futures_util::stream::unfold(Some(state), move |state| {
+        let (sent, changed) = (sent.clone(), changed.clone());
+        async move {
+            let mut state = state?;
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            let outcome = match state.file.read_buf(&mut buf).await {
+                Err(e) => Err(e),
+                Ok(0) if state.hasher.len() < size => Err(changed_error(&changed, "file shrank")),
+                Ok(0) => return None,
+                Ok(n) => {
+                    state.hasher.update(&buf[..n]);
+                    if state.hasher.len() == size && state.hasher.clone().finish().0 != expected {
+                        Err(changed_error(&changed, "hash differs"))
+                    } else {
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                        Ok(buf.freeze())
+                    }
+                }
+            };
+            let next = outcome.is_ok().then_some(state);
+            Some((outcome, next))
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(stream.boxed()))
+}
+
+struct BodyState {
+    file: tokio::io::Take<tokio::fs::File>,
+    hasher: StreamHasher,
+}
+
+fn changed_error(changed: &AtomicBool, detail: &str) -> std::io::Error {
+    changed.store(true, Ordering::SeqCst);
+    std::io::Error::other(format!("source changed: {detail}"))
+}
+
+fn source_changed(path: &Path, detail: &str) -> Error {
+    Error::SourceChanged { path: path.to_owned(), detail: detail.to_owned() }
+}
+
+fn content_length(response: &Response) -> Option<u64> {
+    response.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+async fn status_error(endpoint: Endpoint, url: &str, response: Response) -> Error {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_capped(response, MAX_ERROR_BODY).await;
+    Error::from_response(endpoint, url, status, &headers, &body)
+}
+
+/// Reads at most `max` bytes of a body; the rest is dropped with the
+/// connection. A body that breaks off reads as what arrived.
+async fn read_capped(response: Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    body
+}

@@ -1,0 +1,286 @@
+//! The replication engine: a coordinator actor and one worker actor per
+//! server, all plain tokio tasks, so it runs inside any tokio runtime a
+//! backend already has. [`Replicator`] is the entry point.
+//!
+//! Shutdown has one path: the stop token makes workers stop claiming;
+//! requests in flight get the grace period to finish; then the abort token
+//! cuts the rest, whose jobs go back to the queue unattempted.
+
+mod coordinator;
+mod event;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use event::{Event, StoreMethod};
+
+use self::coordinator::{CoordinatorHandle, CoordinatorParts};
+use self::worker::{WorkerHandle, WorkerParts};
+use crate::blob::LocalBlob;
+use crate::blossom::{ServerClient, ServerUrl, Signer};
+use crate::config::Config;
+use crate::store::{self, Enqueued, Store};
+
+/// How many events a slow listener may fall behind before it misses some.
+const EVENT_BUFFER: usize = 4096;
+
+/// A failure of the engine as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// No server to replicate to.
+    #[error("no servers configured: add [[servers]] to the config file or pass --server <url>")]
+    NoServers,
+    /// An HTTP client could not be built.
+    #[error("cannot create the http client for {server}: {source}")]
+    Http {
+        /// The server.
+        server: ServerUrl,
+        /// What failed.
+        source: reqwest::Error,
+    },
+    /// The engine stopped, after a failure it already reported.
+    #[error("the replication engine stopped: {0}")]
+    Stopped(String),
+}
+
+/// A running replication engine over one database and a set of servers.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use blossom_replicator::{Config, KeySigner, LocalBlob, Replicator, ServerUrl};
+///
+/// let servers = vec![ServerUrl::parse("https://a.example")?, ServerUrl::parse("https://b.example")?];
+/// let config = Config::new("replicator.db".into(), servers);
+/// let signer = Arc::new(KeySigner::parse(&std::env::var("BLOSSOM_SECRET_KEY")?)?);
+/// let replicator = Replicator::start(config, signer).await?;
+///
+/// let blob = tokio::task::spawn_blocking(|| LocalBlob::from_path("photo.jpg".as_ref())).await??;
+/// replicator.enqueue(vec![blob]).await?;
+/// replicator.wait_idle().await?;
+/// replicator.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Replicator {
+    store: Store,
+    servers: Vec<ServerUrl>,
+    coordinator: CoordinatorHandle,
+    events: broadcast::Sender<Event>,
+    open_jobs: watch::Receiver<u64>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+    owner: Arc<str>,
+    grace: Duration,
+    fatal: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("store", &self.store)
+            .field("servers", &self.servers)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicator {
+    /// Opens the database, takes back jobs of processes on this host that
+    /// died, and starts the coordinator and one worker per server. Work
+    /// already queued for these servers starts at once.
+    ///
+    /// # Errors
+    ///
+    /// No servers, a database that cannot be opened, or an HTTP client that
+    /// cannot be built.
+    pub async fn start(config: Config, signer: Arc<dyn Signer>) -> Result<Self, Error> {
+        if config.servers.is_empty() {
+            return Err(Error::NoServers);
+        }
+        let store = Store::open(&config.database).await?;
+        let owner: Arc<str> = runner_id().into();
+        let reclaimed =
+            store.register_runner(&owner, &host_name(), std::process::id(), pid_is_alive).await?;
+        if reclaimed > 0 {
+            tracing::info!(
+                jobs = reclaimed,
+                "took back jobs of a process that stopped without finishing them"
+            );
+        }
+
+        let servers: Vec<ServerUrl> = config.servers.iter().map(|s| s.url.clone()).collect();
+        let wakers: Vec<Arc<Notify>> = servers.iter().map(|_| Arc::new(Notify::new())).collect();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let fatal = Arc::new(Mutex::new(None));
+
+        let parts = CoordinatorParts {
+            store: store.clone(),
+            servers: servers.clone(),
+            wakers: wakers.clone(),
+            owner: owner.clone(),
+            lease: config.queue.lease,
+            events: events.clone(),
+            fatal: fatal.clone(),
+            on_fatal: stop.clone(),
+        };
+        let (coordinator, open_jobs) = CoordinatorHandle::spawn(parts, &tracker);
+
+        for (server, wake) in config.servers.iter().zip(wakers) {
+            let client = ServerClient::new(server.url.clone(), signer.clone(), config.timeouts)
+                .map_err(|source| Error::Http { server: server.url.clone(), source })?;
+            let parts = WorkerParts {
+                config: server.clone(),
+                client,
+                store: store.clone(),
+                coordinator: coordinator.clone(),
+                owner: owner.clone(),
+                retry: config.retry,
+                lease: config.queue.lease,
+                learned_encoding: store.token_encoding(&server.url).await?,
+                wake,
+                stop: stop.clone(),
+                abort: abort.clone(),
+            };
+            WorkerHandle::spawn(parts, &tracker);
+        }
+        tracker.close();
+        tracing::debug!(servers = servers.len(), %owner, "engine started");
+
+        Ok(Self {
+            store,
+            servers,
+            coordinator,
+            events,
+            open_jobs,
+            stop,
+            abort,
+            tracker,
+            owner,
+            grace: config.queue.shutdown_grace,
+            fatal,
+        })
+    }
+
+    /// The target servers, in priority order.
+    pub fn servers(&self) -> &[ServerUrl] {
+        &self.servers
+    }
+
+    /// The database, for reading state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Events from now on. A listener that falls more than a few thousand
+    /// events behind gets `Lagged` and should re-read state from the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Queues blobs for every server that does not hold them yet. The jobs
+    /// are in the database when this returns.
+    ///
+    /// # Errors
+    ///
+    /// Database failures (nothing of the batch is queued then), or the
+    /// engine has stopped.
+    pub async fn enqueue(&self, blobs: Vec<LocalBlob>) -> Result<Enqueued, Error> {
+        match self.coordinator.enqueue(blobs).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Waits until no job for these servers is queued or in flight: every
+    /// replica is stored or has failed for good. Returns at once when the
+    /// engine is stopping.
+    ///
+    /// # Errors
+    ///
+    /// When the engine stopped because it could not record state.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        let mut open = self.open_jobs.clone();
+        loop {
+            if let Some(fatal) = self.fatal_error() {
+                return Err(Error::Stopped(fatal));
+            }
+            if *open.borrow_and_update() == 0 || self.stop.is_cancelled() {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = open.changed() => if changed.is_err() { return Err(self.stopped()) },
+                _ = self.stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// A token that, when cancelled, begins a graceful stop (as
+    /// [`Replicator::shutdown`] does); for wiring to signals.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops claiming work, lets requests in flight finish within the
+    /// grace period, cuts the rest (their jobs go back to the queue), and
+    /// closes the database.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let Self { store, coordinator, tracker, abort, grace, owner, .. } = self;
+        drop(coordinator);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "requests still running after the grace period; cutting them");
+            abort.cancel();
+            tracker.wait().await;
+        }
+        if let Err(e) = store.unregister_runner(&owner).await {
+            tracing::warn!(error = %e, "cannot unregister this process");
+        }
+        store.close().await;
+        tracing::debug!("engine stopped");
+    }
+
+    fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Stopped(self.fatal_error().unwrap_or_else(|| "shut down".to_owned()))
+    }
+}
+
+/// A unique id for this process's leases.
+fn runner_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Whether a process of this host is still running. Where that cannot be
+/// told (no `/proc`), every process counts as alive and leases are left to
+/// run out.
+fn pid_is_alive(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    pid == std::process::id() || proc.join(pid.to_string()).exists()
+}

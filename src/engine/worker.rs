@@ -1,0 +1,376 @@
+//! A server worker: one actor per target server. It claims that server's
+//! jobs from the queue under a lease, runs each through the server's rate
+//! limiter and in-flight limit, asks `HEAD /<sha256>` before sending any
+//! bytes, uploads what is missing, and reports every outcome to the
+//! coordinator. Transient failures go back to the queue with their next run
+//! time, so backoff survives a restart.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use super::coordinator::CoordinatorHandle;
+use super::event::StoreMethod;
+use crate::blob::LocalBlob;
+use crate::blossom::{self, ErrorClass, Presence, ServerClient, TokenEncoding, UploadReceipt};
+use crate::config::{RetryPolicy, ServerConfig};
+use crate::store::{ClaimedJob, JobOutcome, Store};
+
+/// The longest a worker sleeps without looking at the queue, so that jobs
+/// queued by other processes are picked up.
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a worker is built from.
+pub(crate) struct WorkerParts {
+    pub(crate) config: ServerConfig,
+    pub(crate) client: ServerClient,
+    pub(crate) store: Store,
+    pub(crate) coordinator: CoordinatorHandle,
+    pub(crate) owner: Arc<str>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) lease: Duration,
+    /// The encoding learned earlier for this server, if any.
+    pub(crate) learned_encoding: Option<TokenEncoding>,
+    pub(crate) wake: Arc<Notify>,
+    /// Stop claiming new jobs.
+    pub(crate) stop: CancellationToken,
+    /// Cut requests in flight and hand their jobs back.
+    pub(crate) abort: CancellationToken,
+}
+
+/// Handle to a server worker. The worker wakes up when new jobs are
+/// queued and stops when its stop token is cancelled.
+pub(crate) struct WorkerHandle;
+
+impl WorkerHandle {
+    pub(crate) fn spawn(parts: WorkerParts, tracker: &TaskTracker) -> Self {
+        let rate = parts.config.rate;
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(parts.config.burst);
+        let shared = Arc::new(Shared {
+            encoding: Mutex::new(parts.learned_encoding.unwrap_or(parts.config.token_encoding)),
+            limiter: RateLimiter::direct(quota),
+            config: parts.config,
+            client: parts.client,
+            store: parts.store,
+            coordinator: parts.coordinator,
+            owner: parts.owner,
+            retry: parts.retry,
+            lease: parts.lease,
+            abort: parts.abort,
+        });
+        let semaphore = Arc::new(Semaphore::new(shared.config.max_in_flight.get()));
+        let actor = WorkerActor {
+            shared,
+            semaphore,
+            wake: parts.wake,
+            stop: parts.stop,
+            tasks: JoinSet::new(),
+        };
+        let span = tracing::info_span!("worker", server = %actor.shared.config.url);
+        tracker.spawn(actor.run().instrument(span));
+        Self
+    }
+}
+
+struct WorkerActor {
+    shared: Arc<Shared>,
+    semaphore: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    /// Jobs in flight, one task each.
+    tasks: JoinSet<()>,
+}
+
+/// What the worker's job tasks share.
+struct Shared {
+    config: ServerConfig,
+    client: ServerClient,
+    store: Store,
+    coordinator: CoordinatorHandle,
+    owner: Arc<str>,
+    retry: RetryPolicy,
+    lease: Duration,
+    limiter: DefaultDirectRateLimiter,
+    /// The token encoding the server accepts, as far as we know.
+    encoding: Mutex<TokenEncoding>,
+    abort: CancellationToken,
+}
+
+impl WorkerActor {
+    async fn run(mut self) {
+        loop {
+            if self.stop.is_cancelled() {
+                if self.tasks.join_next().await.is_none() {
+                    break;
+                }
+                continue;
+            }
+            let wait = self.fill().await;
+            tokio::select! {
+                _ = self.stop.cancelled() => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "job task failed");
+                    }
+                }
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::debug!("worker stopped");
+    }
+
+    /// Claims as many due jobs as there are free slots and starts them.
+    /// Returns how long to wait before looking again if nothing happens.
+    async fn fill(&mut self) -> Duration {
+        let free = self.semaphore.available_permits();
+        if free == 0 {
+            return POLL_INTERVAL;
+        }
+        let shared = self.shared.clone();
+        let lease_until = SystemTime::now() + shared.lease;
+        let limit = u32::try_from(free).unwrap_or(u32::MAX);
+        let claimed = shared
+            .store
+            .claim(&shared.config.url, &shared.owner, limit, lease_until, shared.retry.max_attempts)
+            .await;
+        let jobs = match claimed {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim jobs");
+                return Duration::from_secs(1);
+            }
+        };
+        if jobs.len() == free {
+            self.start_all(jobs);
+            return Duration::ZERO;
+        }
+        let claimed_any = !jobs.is_empty();
+        self.start_all(jobs);
+        if claimed_any {
+            return POLL_INTERVAL;
+        }
+        match shared.store.next_due(&shared.config.url).await {
+            Ok(Some(due)) => {
+                due.duration_since(SystemTime::now()).unwrap_or_default().min(POLL_INTERVAL)
+            }
+            Ok(None) => POLL_INTERVAL,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn start_all(&mut self, jobs: Vec<ClaimedJob>) {
+        for job in jobs {
+            let permit = self
+                .semaphore
+                .clone()
+                .try_acquire_owned()
+                .expect("claimed no more than free slots");
+            self.tasks.spawn(self.shared.clone().process(job, permit));
+        }
+    }
+}
+
+impl Shared {
+    async fn process(self: Arc<Self>, job: ClaimedJob, _permit: OwnedSemaphorePermit) {
+        let span = tracing::debug_span!("job", blob = %job.blob.sha256, job = job.id, attempt = job.attempt);
+        async move {
+            let sent = Arc::new(AtomicU64::new(0));
+            let outcome = tokio::select! {
+                result = self.replicate(&job.blob, &sent) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
+                _ = self.abort.cancelled() => JobOutcome::Released,
+            };
+            self.coordinator.finished(job, self.config.url.clone(), outcome).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One attempt: skip when the server has the blob, else upload it.
+    async fn replicate(
+        &self,
+        blob: &LocalBlob,
+        sent: &Arc<AtomicU64>,
+    ) -> Result<(StoreMethod, Option<String>, Option<u16>), blossom::Error> {
+        self.limiter.until_ready().await;
+        match self.client.has_blob(&blob.sha256, self.encoding()).await {
+            Ok(Presence::Present { size }) if size.is_none_or(|s| s == blob.size) => {
+                tracing::debug!("server already holds the blob; nothing sent");
+                let url = self.client.server().as_str().to_owned() + "/" + &blob.sha256.to_hex();
+                return Ok((StoreMethod::AlreadyPresent, Some(url), Some(200)));
+            }
+            Ok(Presence::Present { size }) => {
+                tracing::warn!(
+                    reported = size,
+                    expected = blob.size,
+                    "server reports another size for this hash; uploading"
+                );
+            }
+            Ok(Presence::Absent) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "existence check refused; uploading anyway"),
+        }
+        if blob.path.as_os_str().is_empty() {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no local copy of the blob is known",
+            );
+            return Err(blossom::Error::Source { path: blob.path.clone(), source });
+        }
+        let receipt = self.upload(blob, sent).await?;
+        let status = if receipt.created { 201 } else { 200 };
+        Ok((StoreMethod::Uploaded, receipt.descriptor.url, Some(status)))
+    }
+
+    /// Uploads, re-signing once on a refused token and then trying the
+    /// other token encoding once; an encoding that works is remembered.
+    async fn upload(
+        &self,
+        blob: &LocalBlob,
+        sent: &Arc<AtomicU64>,
+    ) -> Result<UploadReceipt, blossom::Error> {
+        let first = self.encoding();
+        let mut encoding = first;
+        let mut refusals = 0;
+        loop {
+            self.limiter.until_ready().await;
+            match self.client.upload(blob, encoding, sent.clone()).await {
+                Ok(receipt) => {
+                    if encoding != first {
+                        self.learn(encoding).await;
+                    }
+                    return Ok(receipt);
+                }
+                Err(e) if e.class() == ErrorClass::Reauth && refusals < 2 => {
+                    refusals += 1;
+                    if refusals == 2 {
+                        encoding = encoding.other();
+                    }
+                    tracing::debug!(
+                        status = e.status(),
+                        encoding = encoding.as_str(),
+                        "token refused; signing again"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn outcome(
+        &self,
+        job: &ClaimedJob,
+        result: Result<(StoreMethod, Option<String>, Option<u16>), blossom::Error>,
+        bytes_sent: u64,
+    ) -> JobOutcome {
+        let error = match result {
+            Ok((method, url, status)) => {
+                return JobOutcome::Stored { method: method.as_str(), url, status, bytes_sent };
+            }
+            Err(error) => error,
+        };
+        let status = error.status();
+        if error.class() != ErrorClass::Transient {
+            return JobOutcome::Failed { status, reason: error.to_string(), bytes_sent };
+        }
+        if job.attempt >= self.retry.max_attempts {
+            let reason = format!("gave up after {} attempts: {error}", job.attempt);
+            return JobOutcome::Failed { status, reason, bytes_sent };
+        }
+        let delay = retry_delay(&self.retry, job.attempt, error.retry_after());
+        JobOutcome::Retry {
+            run_at: SystemTime::now() + delay,
+            status,
+            reason: error.to_string(),
+            bytes_sent,
+        }
+    }
+
+    fn encoding(&self) -> TokenEncoding {
+        *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn learn(&self, encoding: TokenEncoding) {
+        *self.encoding.lock().unwrap_or_else(|e| e.into_inner()) = encoding;
+        tracing::info!(
+            encoding = encoding.as_str(),
+            "server accepts the other token encoding; remembering it"
+        );
+        if let Err(e) = self.store.set_token_encoding(&self.config.url, encoding).await {
+            tracing::warn!(error = %e, "cannot remember the token encoding");
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: exponential backoff with jitter,
+/// or what the server asked for in `Retry-After` (capped) when that is
+/// longer.
+pub(crate) fn retry_delay(
+    policy: &RetryPolicy,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(policy.min_delay)
+        .with_max_delay(policy.max_delay)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(policy.max_delay);
+    let asked = retry_after.map_or(Duration::ZERO, |d| d.min(policy.max_retry_after));
+    backoff.max(asked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 10,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for attempt in 1..=12 {
+            let base = Duration::from_secs(1 << (attempt - 1).min(6)).min(Duration::from_secs(60));
+            let delay = retry_delay(&policy(), attempt, None);
+            assert!(delay >= base, "attempt {attempt}: {delay:?} < {base:?}");
+            assert!(delay <= base * 2, "attempt {attempt}: {delay:?} > 2 x {base:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer_and_is_capped() {
+        assert_eq!(
+            retry_delay(&policy(), 1, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            retry_delay(&policy(), 1, Some(Duration::from_secs(99_999))),
+            Duration::from_secs(300)
+        );
+        assert!(retry_delay(&policy(), 1, Some(Duration::ZERO)) >= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,24 @@
+//! blossom-replicator replicates blobs across Blossom servers (Nostr blob
+//! storage) until every server holds a copy verified by hash and size, and
+//! keeps a record of who has what.
+//!
+//! The work is persistent: blobs and jobs live in SQLite (WAL mode), each
+//! server has its own worker actor with a rate limiter, an in-flight limit
+//! and retries with backoff, and a coordinator actor records every outcome.
+//! A process killed at any moment loses nothing and, thanks to an existence
+//! check before every upload, sends nothing again that already arrived.
+//!
+//! Start with [`Replicator`]; [`blossom::ServerClient`] speaks the protocol
+//! to one server; [`Store`] reads the record.
+
+pub mod blob;
+pub mod blossom;
+pub mod config;
+pub mod engine;
+pub mod store;
+
+pub use blob::{LocalBlob, Sha256};
+pub use blossom::{KeySigner, ServerUrl, Signer, TokenEncoding};
+pub use config::Config;
+pub use engine::{Event, Replicator};
+pub use store::Store;
