@@ -210,7 +210,7 @@ struct RawConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct RawServerDefaults {
     rate: f64,
     burst: NonZeroU32,
@@ -390,6 +390,13 @@ mod tests {
         let text = include_str!("../config.example.toml");
         let config = parse(text).unwrap();
         assert!(!config.servers.is_empty());
+    }
+
+    #[test]
+    fn defaults_may_be_partial() {
+        let config = parse("[defaults]\nrate = 3\n[[servers]]\nurl = \"http://a\"").unwrap();
+        assert_eq!(config.servers[0].rate, 3.0);
+        assert_eq!(config.servers[0].max_in_flight.get(), 8);
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn init_tracing(progress: &progress::Progress) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress.log_writer())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

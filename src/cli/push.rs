@@ -54,7 +54,10 @@ pub(crate) async fn push(
         return Err(blossom_replicator::engine::Error::NoServers.into());
     }
     let files = collect_files(&args.paths, args.recursive)?;
-    let blobs = hash_files(files, &progress).await?;
+    let (blobs, empty) = hash_files(files, &progress).await?;
+    for path in &empty {
+        tracing::warn!(file = %path.display(), "skipping empty file: Blossom servers refuse empty blobs");
+    }
 
     let replicator = Replicator::start(config, Arc::new(signer)).await?;
     let hashes: Vec<Sha256> = blobs.iter().map(|b| b.sha256).collect();
@@ -109,25 +112,32 @@ async fn finish(
     Ok(if summary.all_stored() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Hashes files two at a time off the async threads, in order, dropping
-/// files whose content was already seen.
-async fn hash_files(files: Vec<PathBuf>, progress: &Progress) -> anyhow::Result<Vec<LocalBlob>> {
+/// Hashes files a few at a time off the async threads, in order, dropping
+/// files whose content was already seen. Empty files are returned apart:
+/// there is nothing to replicate in them and servers refuse them.
+async fn hash_files(
+    files: Vec<PathBuf>,
+    progress: &Progress,
+) -> anyhow::Result<(Vec<LocalBlob>, Vec<PathBuf>)> {
     let bar = progress.hashing(files.len() as u64);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     let mut results = futures_util::stream::iter(files)
         .map(|path| tokio::task::spawn_blocking(move || LocalBlob::from_path(&path)))
         .buffered(workers);
     let mut blobs: Vec<LocalBlob> = Vec::new();
+    let mut empty = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while let Some(result) = results.next().await {
         let blob = result.context("hashing task failed")??;
         bar.inc(1);
-        if seen.insert(blob.sha256) {
+        if blob.size == 0 {
+            empty.push(blob.path);
+        } else if seen.insert(blob.sha256) {
             blobs.push(blob);
         }
     }
     bar.finish_and_clear();
-    Ok(blobs)
+    Ok((blobs, empty))
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

@@ -1,0 +1,270 @@
+//! The test harness shared by the integration tests: real blossom-server
+//! instances on loopback, a key, real input files, the CLI binary, and
+//! checks made against the servers themselves.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use blossom_replicator::{KeySigner, Sha256, Signer as _};
+use sha2::Digest as _;
+
+/// The version of the third-party server the tests run against.
+pub const SERVER_VERSION: &str = "0.5.6";
+
+/// Where `scripts/install-blossom-server.sh` puts the server binary, unless
+/// `BLOSSOM_SERVER_BIN` names another.
+pub fn blossom_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BLOSSOM_SERVER_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let bin = cache
+        .join(format!("blossom-replicator/blossom-server-{SERVER_VERSION}/bin/blossom-server"));
+    assert!(
+        bin.exists(),
+        "blossom-server {SERVER_VERSION} not found at {}: run scripts/install-blossom-server.sh \
+         (scripts/test.sh does) or set BLOSSOM_SERVER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A test identity: its secret key in hex and the signer.
+pub struct TestKey {
+    pub signer: KeySigner,
+    pub secret_hex: String,
+    pub pubkey_hex: String,
+}
+
+impl TestKey {
+    pub fn new() -> Self {
+        let signer = KeySigner::generate();
+        let nsec = signer.to_nsec();
+        let secret_hex = nostr_secret_hex(&nsec);
+        let pubkey_hex = signer.public_key().to_hex();
+        Self { signer, secret_hex, pubkey_hex }
+    }
+}
+
+fn nostr_secret_hex(nsec: &str) -> String {
+    use nostr::prelude::{FromBech32 as _, SecretKey};
+    SecretKey::from_bech32(nsec).expect("valid nsec").to_secret_hex()
+}
+
+/// A real blossom-server on 127.0.0.1, in its own temporary directory,
+/// killed when dropped.
+pub struct BlossomServer {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl BlossomServer {
+    /// Starts an instance that accepts uploads from `pubkey_hex` only.
+    pub fn start(pubkey_hex: &str) -> Self {
+        Self::start_with(pubkey_hex, &[])
+    }
+
+    /// Starts an instance with extra command-line flags.
+    pub fn start_with(pubkey_hex: &str, extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(pubkey_hex, extra) {
+                return server;
+            }
+        }
+        panic!("blossom-server did not start after 5 tries");
+    }
+
+    fn try_start(pubkey_hex: &str, extra: &[&str]) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("whitelist.txt"), format!("{pubkey_hex}\n")).unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(d.join("server.log")).unwrap();
+        let mut child = Command::new(blossom_server_bin())
+            .current_dir(d)
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--base-url", &url])
+            .arg("--data-dir")
+            .arg(d.join("blobs"))
+            .arg("--db-path")
+            .arg(d.join("blossom.db"))
+            .arg("--whitelist")
+            .arg(d.join("whitelist.txt"))
+            .args(["--require-auth", "--no-rate-limit", "--no-relay", "--body-limit", "4294967296"])
+            .arg("--nip34-lmdb-path")
+            .arg(d.join("relay_db"))
+            .arg("--nip34-repos-path")
+            .arg(d.join("repos"))
+            .arg("--iroh-key-file")
+            .arg(d.join("iroh.key"))
+            .args(extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn blossom-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && health(&url) {
+                return Some(Self { url, dir, child });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    }
+
+    /// How many times the server logged a completed upload of each hash.
+    /// The server logs every complete `PUT /upload` body, also of a blob it
+    /// already had, so a count above one is bytes sent twice.
+    pub fn upload_counts(&self) -> HashMap<String, u32> {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap();
+        let mut counts = HashMap::new();
+        for line in log.lines().filter(|l| l.contains("\"blob uploaded\"")) {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let hash = value["fields"]["blob.sha256"].as_str().unwrap().to_owned();
+            *counts.entry(hash).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Deletes a blob's bytes behind the server's back is not possible
+    /// portably; this asks for the blob and hashes what comes back.
+    pub async fn fetch_hash(&self, hash: &str) -> Option<(Sha256, u64)> {
+        let response = reqwest::get(format!("{}/{hash}", self.url)).await.unwrap();
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(response.status().is_success(), "GET {hash}: {}", response.status());
+        let mut hasher = sha2::Sha256::new();
+        let mut len = 0u64;
+        let mut response = response;
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            hasher.update(&chunk);
+            len += chunk.len() as u64;
+        }
+        Some((Sha256::from_bytes(hasher.finalize().into()), len))
+    }
+}
+
+impl Drop for BlossomServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn health(url: &str) -> bool {
+    Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", &format!("{url}/health")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A config file for these servers with limits generous enough for tests.
+pub fn write_config(dir: &Path, servers: &[&str], extra: &str) -> PathBuf {
+    let mut text = String::from("[defaults]\nrate = 500.0\nburst = 100\nmax_in_flight = 8\n\n");
+    for server in servers {
+        text.push_str(&format!("[[servers]]\nurl = \"{server}\"\n\n"));
+    }
+    text.push_str(extra);
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The CLI binary under test.
+pub fn cli(key: Option<&TestKey>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_blossom-replicator"));
+    command
+        .env_remove("BLOSSOM_SECRET_KEY")
+        .env_remove("BLOSSOM_SECRET_KEY_FILE")
+        .env_remove("RUST_LOG");
+    // Keep a developer's own config and data directories out of the tests.
+    command.env("XDG_CONFIG_HOME", "/nonexistent/config").env("XDG_DATA_HOME", "/nonexistent/data");
+    if let Some(key) = key {
+        command.env("BLOSSOM_SECRET_KEY", &key.secret_hex);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs a command and returns its output, failing the test on a spawn error.
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("run blossom-replicator")
+}
+
+/// Copies up to `limit` regular files (no symlinks) from a system
+/// directory into `dest`, keeping their relative paths: real files that
+/// nobody here wrote.
+pub fn copy_real_files(from: &Path, dest: &Path, limit: usize) -> usize {
+    let mut copied = 0;
+    let mut stack = vec![from.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() && copied < limit {
+                let target = dest.join(path.strip_prefix(from).unwrap());
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                if std::fs::copy(&path, &target).is_ok() {
+                    copied += 1;
+                }
+            }
+        }
+    }
+    copied
+}
+
+/// Writes `size` bytes of deterministic pseudo-random data.
+pub fn write_random_file(path: &Path, size: u64, seed: u64) {
+    use std::io::Write as _;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut state = seed | 1;
+    let mut written = 0u64;
+    let mut block = vec![0u8; 1 << 20];
+    while written < size {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = (size - written).min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).unwrap();
+        written += n as u64;
+    }
+    file.flush().unwrap();
+}
+
+/// Parses `status --json`.
+pub fn status_json(db: &Path) -> serde_json::Value {
+    let output = run(cli(None).args(["status", "--json", "--db"]).arg(db));
+    assert!(
+        output.status.code().is_some_and(|c| c <= 1),
+        "status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+}
