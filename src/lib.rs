@@ -22,3 +22,8 @@ pub use blossom::{KeySigner, ServerUrl, Signer, TokenEncoding};
 pub use config::Config;
 pub use engine::{Event, Replicator};
 pub use store::Store;
+
+/// The README's library example, compiled as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -185,3 +185,78 @@ async fn sigkill_mid_push_then_run_sends_nothing_twice() {
         .collect();
     assert!(leased.is_empty(), "replicas not stored: {leased:?}");
 }
+
+/// Counts jobs in a state, read straight from the SQLite file.
+fn jobs_in_state(db: &Path, state: &str) -> u64 {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM jobs WHERE state = ?', (sys.argv[2],)).fetchone()[0])")
+        .arg(db)
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_gracefully_and_run_resumes() {
+    let key = TestKey::new();
+    let servers: Vec<_> = (0..2).map(|_| BlossomServer::start(&key.pubkey_hex)).collect();
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("input");
+    copy_real_files(Path::new("/usr/share/common-licenses"), &input, 100);
+    for i in 0..20 {
+        std::fs::write(input.join(format!("note-{i}.txt")), format!("note {i}\n")).unwrap();
+    }
+    let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+    let slow = write_config(work.path(), &urls, "");
+    std::fs::write(
+        &slow,
+        std::fs::read_to_string(&slow)
+            .unwrap()
+            .replace("rate = 500.0\nburst = 100", "rate = 4.0\nburst = 1"),
+    )
+    .unwrap();
+    let db = work.path().join("replicator.db");
+
+    let child = cli(Some(&key))
+        .arg("--config")
+        .arg(&slow)
+        .arg("--db")
+        .arg(&db)
+        .args(["push", "-r"])
+        .arg(&input)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while servers.iter().any(|s| s.upload_counts().len() < 3) {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(25), "took {:?} to stop", started.elapsed());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout_and_err(&output));
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert_eq!(jobs_in_state(&db, "leased"), 0, "every unfinished job went back to the queue");
+    assert!(jobs_in_state(&db, "queued") > 0, "work was left for run");
+
+    let fast = write_config(work.path(), &urls, "");
+    let output = run(cli(Some(&key)).arg("--config").arg(&fast).arg("--db").arg(&db).arg("run"));
+    assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
+    let checked = assert_every_blob_on_every_server(&db, &servers).await;
+    for server in &servers {
+        let counts = server.upload_counts();
+        assert_eq!(counts.len(), checked);
+        assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    }
+}

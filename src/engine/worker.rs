@@ -6,7 +6,7 @@
 //! time, so backoff survives a restart.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -68,6 +68,7 @@ impl WorkerHandle {
             owner: parts.owner,
             retry: parts.retry,
             lease: parts.lease,
+            stop: parts.stop.clone(),
             abort: parts.abort,
         });
         let semaphore = Arc::new(Semaphore::new(shared.config.max_in_flight.get()));
@@ -105,6 +106,7 @@ struct Shared {
     limiter: DefaultDirectRateLimiter,
     /// The token encoding the server accepts, as far as we know.
     encoding: Mutex<TokenEncoding>,
+    stop: CancellationToken,
     abort: CancellationToken,
 }
 
@@ -191,9 +193,20 @@ impl Shared {
         let span = tracing::debug_span!("job", blob = %job.blob.sha256, job = job.id, attempt = job.attempt);
         async move {
             let sent = Arc::new(AtomicU64::new(0));
+            let uploading = AtomicBool::new(false);
+            // At a stop, a job that has not begun sending its body is
+            // handed back at once; an upload under way gets the grace
+            // period, after which `abort` cuts it too.
+            let stopped_before_upload = async {
+                self.stop.cancelled().await;
+                if uploading.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+            };
             let outcome = tokio::select! {
-                result = self.replicate(&job.blob, &sent) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
-                _ = self.abort.cancelled() => JobOutcome::Released,
+                result = self.replicate(&job.blob, &sent, &uploading) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
+                () = stopped_before_upload => JobOutcome::Released,
+                () = self.abort.cancelled() => JobOutcome::Released,
             };
             self.coordinator.finished(job, self.config.url.clone(), outcome).await;
         }
@@ -206,6 +219,7 @@ impl Shared {
         &self,
         blob: &LocalBlob,
         sent: &Arc<AtomicU64>,
+        uploading: &AtomicBool,
     ) -> Result<(StoreMethod, Option<String>, Option<u16>), blossom::Error> {
         self.limiter.until_ready().await;
         match self.client.has_blob(&blob.sha256, self.encoding()).await {
@@ -232,6 +246,8 @@ impl Shared {
             );
             return Err(blossom::Error::Source { path: blob.path.clone(), source });
         }
+        self.limiter.until_ready().await;
+        uploading.store(true, Ordering::SeqCst);
         let receipt = self.upload(blob, sent).await?;
         let status = if receipt.created { 201 } else { 200 };
         Ok((StoreMethod::Uploaded, receipt.descriptor.url, Some(status)))
@@ -248,7 +264,9 @@ impl Shared {
         let mut encoding = first;
         let mut refusals = 0;
         loop {
-            self.limiter.until_ready().await;
+            if refusals > 0 {
+                self.limiter.until_ready().await;
+            }
             match self.client.upload(blob, encoding, sent.clone()).await {
                 Ok(receipt) => {
                     if encoding != first {

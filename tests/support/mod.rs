@@ -113,14 +113,16 @@ impl BlossomServer {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if child.try_wait().unwrap().is_some() {
+                // Most likely the port was taken between choosing and binding.
                 return None;
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && health(&url) {
+            if health(port) {
                 return Some(Self { url, dir, child });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
         None
     }
 
@@ -164,12 +166,16 @@ impl Drop for BlossomServer {
     }
 }
 
-fn health(url: &str) -> bool {
-    Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", &format!("{url}/health")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+/// `GET /health` answers 200: the server is ready.
+fn health(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// A port nobody listens on right now.

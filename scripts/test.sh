@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Everything CI runs, from a clean checkout on Debian with the Rust
+# toolchain: installs the third-party Blossom server the integration tests
+# run against (built once per machine, cached in ~/.cache), then checks
+# formatting and lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BLOSSOM_SERVER_BIN="$(scripts/install-blossom-server.sh)"
+export BLOSSOM_SERVER_BIN
+echo "using $("$BLOSSOM_SERVER_BIN" --version)"
+
+# In CI the checkout is fresh every run; keep build artefacts beside the
+# server cache so a machine does not rebuild every dependency each time.
+if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    export CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/blossom-replicator/ci-target"
+fi
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets
+cargo test --locked --doc

@@ -1,0 +1,173 @@
+//! Bad input through the command line: each gets one line on stderr naming
+//! the bad value, exit code 2, and leaves the database as it was.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::{BlossomServer, TestKey, cli, run, status_json, write_config};
+
+/// A database holding one blob stored on one real server, and what
+/// `status --json` says about it.
+struct Baseline {
+    _server: BlossomServer,
+    key: TestKey,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    db: PathBuf,
+    file: PathBuf,
+    status: serde_json::Value,
+}
+
+fn baseline() -> Baseline {
+    let key = TestKey::new();
+    let server = BlossomServer::start(&key.pubkey_hex);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[&server.url], "");
+    let db = dir.path().join("replicator.db");
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello, blossom\n").unwrap();
+    let output = run(cli(Some(&key))
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .arg("push")
+        .arg(&file));
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let status = status_json(&db);
+    Baseline { _server: server, key, dir, config, db, file, status }
+}
+
+impl Baseline {
+    /// The CLI with this baseline's config, database and key.
+    fn cli(&self) -> std::process::Command {
+        let mut command = cli(Some(&self.key));
+        command.arg("--config").arg(&self.config).arg("--db").arg(&self.db);
+        command
+    }
+
+    /// Asserts the bad-input contract and returns the error line.
+    fn refused(&self, output: Output, names: &str) -> String {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line expected: {stderr:?}");
+        assert!(lines[0].contains(names), "{:?} does not name {names:?}", lines[0]);
+        assert_eq!(status_json(&self.db), self.status, "database changed");
+        lines[0].to_owned()
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_and_the_database_intact() {
+    let b = baseline();
+    let dir = b.dir.path();
+
+    b.refused(run(b.cli().args(["push", "/nonexistent/photo.jpg"])), "/nonexistent/photo.jpg");
+
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.txt"), "a").unwrap();
+    let line = b.refused(run(b.cli().arg("push").arg(&folder)), folder.to_str().unwrap());
+    assert!(line.contains("--recursive"), "{line}");
+
+    #[cfg(unix)]
+    {
+        let looped = dir.join("looped");
+        std::fs::create_dir_all(looped.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&looped, looped.join("sub/back")).unwrap();
+        b.refused(run(b.cli().args(["push", "-r"]).arg(&looped)), "back");
+    }
+
+    b.refused(
+        run(b.cli().args(["--server", "wss://relay.example", "push"]).arg(&b.file)),
+        "wss://relay.example",
+    );
+
+    let secret = "nsec1thisisnotavalidkeyatallqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq";
+    let line = b.refused(
+        run(b.cli().env("BLOSSOM_SECRET_KEY", secret).arg("push").arg(&b.file)),
+        "BLOSSOM_SECRET_KEY",
+    );
+    assert!(!line.contains(secret), "the key must not be echoed: {line}");
+
+    let line = b.refused(
+        run(b.cli().env_remove("BLOSSOM_SECRET_KEY").arg("push").arg(&b.file)),
+        "BLOSSOM_SECRET_KEY",
+    );
+    assert!(line.contains("--key-file"), "{line}");
+    b.refused(
+        run(b.cli().arg("--key-file").arg(dir.join("no-such-key")).arg("push").arg(&b.file)),
+        "no-such-key",
+    );
+}
+
+#[test]
+fn broken_configs_name_the_key() {
+    let b = baseline();
+    let cases = [
+        ("[[servers]]\nurl = \"http://127.0.0.1:1\"\nspeed = 3\n", "speed"),
+        ("[[servers]]\nurl = \"http://127.0.0.1:1\"\nrate = \"fast\"\n", "rate"),
+        ("[retry]\nmax_delay = \"forever\"\n", "retry.max_delay"),
+        ("[[servers]]\nurl = \"ftp://files.example\"\n", "servers[0].url"),
+        ("this is not toml", "line 1"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let config = b.dir.path().join(format!("broken-{i}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let output = run(cli(Some(&b.key))
+            .arg("--config")
+            .arg(&config)
+            .arg("--db")
+            .arg(&b.db)
+            .arg("push")
+            .arg(&b.file));
+        let line = b.refused(output, key);
+        assert!(line.contains(config.to_str().unwrap()), "names the file: {line}");
+    }
+    let missing = b.dir.path().join("missing.toml");
+    b.refused(
+        run(cli(Some(&b.key)).arg("--config").arg(&missing).arg("--db").arg(&b.db).arg("run")),
+        "missing.toml",
+    );
+}
+
+#[test]
+fn status_refuses_unknown_and_malformed_hashes() {
+    let b = baseline();
+    let unknown = "0".repeat(64);
+    b.refused(run(b.cli().args(["status", &unknown])), &unknown);
+    let output = run(b.cli().args(["status", "not-a-hash"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not-a-hash"));
+    let missing_db = b.dir.path().join("nowhere/replicator.db");
+    let output = run(cli(None).args(["status", "--db"]).arg(&missing_db));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!missing_db.exists(), "status must not create a database");
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_left_alone() {
+    let b = baseline();
+    let db = Path::new(&b.db);
+    let connection = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute(\"INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101000000, 'future', 1, x'00', 0)\"); c.commit()",
+        )
+        .arg(db)
+        .status()
+        .unwrap();
+    assert!(connection.success());
+    let before = std::fs::read(db).unwrap();
+    let output = run(b.cli().arg("push").arg(&b.file));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("newer version") && stderr.contains(db.to_str().unwrap()), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(db).unwrap(), before, "the database file was not touched");
+}
