@@ -18,5 +18,7 @@ fi
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The library alone, as an embedder builds it (no clap, indicatif, anyhow).
+cargo clippy --locked --lib --no-default-features -- -D warnings
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -176,7 +176,7 @@ pub fn load_signer(
         }
         (None, None) => Err(ConfigError::new(
             "secret key",
-            "none given: set BLOSSOM_SECRET_KEY to an nsec or hex key, or pass --key-file",
+            "none given: set BLOSSOM_SECRET_KEY to an nsec or hex key, or BLOSSOM_SECRET_KEY_FILE to a file holding one, or pass --key-file",
         )),
     }
 }

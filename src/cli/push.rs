@@ -86,6 +86,7 @@ async fn finish(
     progress: Progress,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let stop = replicator.stop_token();
     let interrupted = tokio::select! {
         result = replicator.wait_idle() => { result?; false }
@@ -103,7 +104,7 @@ async fn finish(
     let store = blossom_replicator::Store::open(store.path()).await?;
     let statuses = store.blob_statuses(hashes.as_deref()).await?;
     store.close().await;
-    let summary = Summary::new(&servers, &statuses);
+    let summary = Summary::new(&servers, &statuses, started.elapsed());
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
     } else {
@@ -175,12 +176,13 @@ struct ServerSummary {
 
 struct Summary {
     blobs: usize,
+    elapsed: std::time::Duration,
     servers: BTreeMap<String, ServerSummary>,
     order: Vec<String>,
 }
 
 impl Summary {
-    fn new(servers: &[String], statuses: &[BlobStatus]) -> Self {
+    fn new(servers: &[String], statuses: &[BlobStatus], elapsed: std::time::Duration) -> Self {
         let mut by_server: BTreeMap<String, ServerSummary> =
             servers.iter().map(|s| (s.clone(), ServerSummary::default())).collect();
         let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
@@ -211,7 +213,7 @@ impl Summary {
                 entry.reasons = list;
             }
         }
-        Self { blobs: statuses.len(), servers: by_server, order: servers.to_vec() }
+        Self { blobs: statuses.len(), elapsed, servers: by_server, order: servers.to_vec() }
     }
 
     fn all_stored(&self) -> bool {
@@ -220,7 +222,12 @@ impl Summary {
 
     fn print(&self, interrupted: bool) {
         let width = self.order.iter().map(String::len).max().unwrap_or(6).max(6);
-        println!("{} blobs", self.blobs);
+        println!(
+            "{} blobs on {} servers in {:.1} s",
+            self.blobs,
+            self.order.len(),
+            self.elapsed.as_secs_f64()
+        );
         println!(
             "{:<width$}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
             "server", "uploaded", "present", "failed", "pending", "bytes sent"
@@ -264,6 +271,11 @@ impl Summary {
                 })
             })
             .collect();
-        serde_json::json!({ "blobs": self.blobs, "all_stored": self.all_stored(), "servers": servers })
+        serde_json::json!({
+            "blobs": self.blobs,
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "all_stored": self.all_stored(),
+            "servers": servers,
+        })
     }
 }
