@@ -183,7 +183,9 @@ impl CoordinatorActor {
             return;
         }
         if progress.is_settled() {
-            tracing::info!(blob = %sha256, stored = progress.stored, failed = progress.failed, "blob settled");
+            // Debug, not info: an archive run settles many thousands of blobs,
+            // and the progress bars and summary already tell the story.
+            tracing::debug!(blob = %sha256, stored = progress.stored, failed = progress.failed, "blob settled");
             let settled =
                 Event::BlobSettled { sha256, stored: progress.stored, failed: progress.failed };
             let _no_listeners = self.parts.events.send(settled);
