@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::blossom::{KeySigner, ServerUrl, Timeouts, TokenEncoding};
+use crate::store::Strategy;
 
 /// A configuration that cannot be used. The message names the file and the
 /// key (or line) at fault.
@@ -41,6 +42,18 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Queue leases and shutdown.
     pub queue: QueueConfig,
+    /// How blobs are spread over the servers.
+    pub replication: ReplicationConfig,
+}
+
+/// How blobs are spread over the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicationConfig {
+    /// Mirror-first (the default) or upload to every server.
+    pub strategy: Strategy,
+    /// Servers that must hold a blob for it to count as safe; `None` means
+    /// every configured server.
+    pub min_copies: Option<u32>,
 }
 
 /// One target server and its limits.
@@ -110,7 +123,13 @@ impl Config {
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
             queue: QueueConfig::default(),
+            replication: ReplicationConfig::default(),
         }
+    }
+
+    /// Copies a blob needs to count as safe.
+    pub fn min_copies(&self) -> u32 {
+        self.replication.min_copies.unwrap_or(self.servers.len() as u32)
     }
 
     /// Reads a TOML file. `default_database` is used when the file names
@@ -207,6 +226,15 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     queue: RawQueue,
+    #[serde(default)]
+    replication: RawReplication,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    strategy: Option<Strategy>,
+    min_copies: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,12 +380,21 @@ impl RawConfig {
             return Err(err("queue.lease", "must be at least 3s".into()));
         }
 
+        if self.replication.min_copies == Some(0) {
+            return Err(err("replication.min_copies", "must be at least 1".into()));
+        }
+        let replication = ReplicationConfig {
+            strategy: self.replication.strategy.unwrap_or_default(),
+            min_copies: self.replication.min_copies,
+        };
+
         Ok(Config {
             database: self.database.unwrap_or_else(|| default_database.to_owned()),
             servers,
             retry,
             timeouts,
             queue,
+            replication,
         })
     }
 }
@@ -442,6 +479,8 @@ mod tests {
             ("[queue]\nlease = \"-5s\"", "queue.lease"),
             ("[defaults]\ntoken_encoding = \"hex\"", "token_encoding = \"hex\""),
             ("[[servers]]\nurl = \"http://a\"\nspeed = 3", "speed"),
+            ("[replication]\nstrategy = \"teleport\"", "strategy = \"teleport\""),
+            ("[replication]\nmin_copies = 0", "replication.min_copies"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -43,6 +43,10 @@ async fn assert_every_blob_on_every_server(db: &Path, servers: &[BlossomServer])
     blobs.len()
 }
 
+/// These tests count upload bodies on every server, so every server gets
+/// direct uploads; mirror-first replication is tested in `mirror.rs`.
+const UPLOAD_EVERYWHERE: &str = "[replication]\nstrategy = \"upload\"\n";
+
 fn stdout_and_err(output: &std::process::Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
@@ -65,7 +69,7 @@ async fn push_real_files_to_three_real_servers() {
     std::fs::write(input.join("empty"), b"").unwrap();
 
     let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
-    let config = write_config(work.path(), &urls, "");
+    let config = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
     let db = work.path().join("replicator.db");
     let push = |db: &Path| {
         run(cli(Some(&key))
@@ -118,7 +122,7 @@ async fn sigkill_mid_push_then_run_sends_nothing_twice() {
 
     // Slow enough that the kill lands with work done, in flight and queued.
     let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
-    let config = write_config(work.path(), &urls, "");
+    let config = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
     std::fs::write(
         &config,
         std::fs::read_to_string(&config)
@@ -210,7 +214,7 @@ async fn sigterm_stops_gracefully_and_run_resumes() {
         std::fs::write(input.join(format!("note-{i}.txt")), format!("note {i}\n")).unwrap();
     }
     let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
-    let slow = write_config(work.path(), &urls, "");
+    let slow = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
     std::fs::write(
         &slow,
         std::fs::read_to_string(&slow)
@@ -250,7 +254,7 @@ async fn sigterm_stops_gracefully_and_run_resumes() {
     assert_eq!(jobs_in_state(&db, "leased"), 0, "every unfinished job went back to the queue");
     assert!(jobs_in_state(&db, "queued") > 0, "work was left for run");
 
-    let fast = write_config(work.path(), &urls, "");
+    let fast = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
     let output = run(cli(Some(&key)).arg("--config").arg(&fast).arg("--db").arg(&db).arg("run"));
     assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
     let checked = assert_every_blob_on_every_server(&db, &servers).await;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Response, StatusCode};
@@ -80,8 +79,6 @@ pub struct UploadReceipt {
     pub descriptor: BlobDescriptor,
     /// 201 (newly stored) rather than 200 (it already had it).
     pub created: bool,
-    /// Body bytes handed to the connection.
-    pub bytes_sent: u64,
 }
 
 /// A client for one Blossom server.
@@ -178,13 +175,57 @@ impl ServerClient {
         encoding: TokenEncoding,
         sent: Arc<AtomicU64>,
     ) -> Result<UploadReceipt, Error> {
+        let body = file_chunks(blob).await?;
+        let bad = Arc::new(AtomicBool::new(false));
+        let result = self.put_upload(blob, verified(body, blob, sent, bad.clone()), encoding).await;
+        if bad.load(Ordering::SeqCst) {
+            return Err(source_changed(&blob.path, "its bytes no longer match the hash"));
+        }
+        result
+    }
+
+    /// Downloads a blob from `source` (another server's URL for it) and
+    /// streams it into `PUT /upload` here, hashing on the way: bytes that do
+    /// not hash to `blob.sha256` are cut off before their last chunk, so the
+    /// server never receives a complete wrong body.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerClient::upload`]; [`Error::WrongBytes`] when the source
+    /// served other bytes; failures of the download itself.
+    pub async fn upload_from(
+        &self,
+        source: &str,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+        sent: Arc<AtomicU64>,
+    ) -> Result<UploadReceipt, Error> {
+        let response = self.get(source, &blob.sha256, encoding).await?;
+        if content_length(&response).is_some_and(|len| len != blob.size) {
+            return Err(Error::WrongBytes { url: source.to_owned(), expected: blob.sha256 });
+        }
+        let chunks =
+            response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
+        let bad = Arc::new(AtomicBool::new(false));
+        let result =
+            self.put_upload(blob, verified(chunks, blob, sent, bad.clone()), encoding).await;
+        if bad.load(Ordering::SeqCst) {
+            return Err(Error::WrongBytes { url: source.to_owned(), expected: blob.sha256 });
+        }
+        result
+    }
+
+    /// `PUT /upload` of a streamed body of exactly `blob.size` bytes.
+    async fn put_upload(
+        &self,
+        blob: &LocalBlob,
+        body: reqwest::Body,
+        encoding: TokenEncoding,
+    ) -> Result<UploadReceipt, Error> {
         let url = self.server.endpoint("upload");
         let lifetime = self.timeouts.upload(blob.size) + Duration::from_secs(60);
         let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
-        let changed = Arc::new(AtomicBool::new(false));
-        let body = file_body(blob, sent.clone(), changed.clone()).await?;
-
-        let result = self
+        let response = self
             .http
             .put(url.clone())
             .timeout(self.timeouts.upload(blob.size))
@@ -194,22 +235,143 @@ impl ServerClient {
             .header("X-SHA-256", blob.sha256.to_hex())
             .body(body)
             .send()
-            .await;
-        if changed.load(Ordering::SeqCst) {
-            return Err(source_changed(&blob.path, "its bytes no longer match the hash"));
-        }
-        let response = result.map_err(|e| Error::transport(Endpoint::Upload, url.as_str(), e))?;
+            .await
+            .map_err(|e| Error::transport(Endpoint::Upload, url.as_str(), e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(status_error(Endpoint::Upload, url.as_str(), response).await);
         }
+        let descriptor =
+            self.descriptor(Endpoint::Upload, url.as_str(), response, blob, encoding).await?;
+        Ok(UploadReceipt { descriptor, created: status == StatusCode::CREATED })
+    }
 
+    /// `PUT /mirror` (BUD-04): asks the server to fetch the blob from
+    /// `source` itself. Nothing is sent but the URL.
+    ///
+    /// # Errors
+    ///
+    /// Transport and status failures (404, 405 and 501 classify as
+    /// unsupported); [`Error::Integrity`] when the server describes other
+    /// bytes.
+    pub async fn mirror(
+        &self,
+        source: &str,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<UploadReceipt, Error> {
+        let url = self.server.endpoint("mirror");
+        let lifetime = self.timeouts.upload(blob.size) + Duration::from_secs(60);
+        let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
+        let body = serde_json::json!({ "url": source }).to_string();
+        let response = self
+            .http
+            .put(url.clone())
+            .timeout(self.timeouts.upload(blob.size))
+            .header(AUTHORIZATION, token)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::transport(Endpoint::Mirror, url.as_str(), e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_error(Endpoint::Mirror, url.as_str(), response).await);
+        }
+        let descriptor =
+            self.descriptor(Endpoint::Mirror, url.as_str(), response, blob, encoding).await?;
+        Ok(UploadReceipt { descriptor, created: status == StatusCode::CREATED })
+    }
+
+    /// `DELETE /<sha256>` with a token scoped to this server. A 404 counts
+    /// as success: the blob is not there.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and any other status.
+    pub async fn delete(&self, hash: &Sha256, encoding: TokenEncoding) -> Result<(), Error> {
+        let url = self.server.blob(hash);
+        let token = self.token(Verb::Delete, *hash, Duration::from_secs(300), encoding).await?;
+        let response = self
+            .http
+            .delete(url.clone())
+            .timeout(self.timeouts.request)
+            .header(AUTHORIZATION, token)
+            .send()
+            .await
+            .map_err(|e| Error::transport(Endpoint::Delete, url.as_str(), e))?;
+        match response.status() {
+            status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(status_error(Endpoint::Delete, url.as_str(), response).await),
+        }
+    }
+
+    /// Downloads a blob from this server and hashes it, with constant
+    /// memory. `None` when the server does not have it.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and statuses other than success and 404.
+    pub async fn fetch_hash(
+        &self,
+        hash: &Sha256,
+        encoding: TokenEncoding,
+    ) -> Result<Option<(Sha256, u64)>, Error> {
+        let url = self.server.blob(hash);
+        let response = match self.get(url.as_str(), hash, encoding).await {
+            Ok(response) => response,
+            Err(Error::Status { status: StatusCode::NOT_FOUND, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = StreamHasher::default();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::transport(Endpoint::GetBlob, url.as_str(), e))?;
+            hasher.update(&chunk);
+        }
+        Ok(Some(hasher.finish()))
+    }
+
+    /// `GET` of a blob URL, signing a `get` token only if the server asks.
+    async fn get(
+        &self,
+        url: &str,
+        hash: &Sha256,
+        encoding: TokenEncoding,
+    ) -> Result<Response, Error> {
+        let send = |token: Option<String>| {
+            let mut request = self.http.get(url).timeout(self.timeouts.upload(0));
+            if let Some(token) = token {
+                request = request.header(AUTHORIZATION, token);
+            }
+            async move { request.send().await.map_err(|e| Error::transport(Endpoint::GetBlob, url, e)) }
+        };
+        let mut response = send(None).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response =
+                send(Some(self.token(Verb::Get, *hash, Duration::from_secs(300), encoding).await?))
+                    .await?;
+        }
+        if !response.status().is_success() {
+            return Err(status_error(Endpoint::GetBlob, url, response).await);
+        }
+        Ok(response)
+    }
+
+    /// Reads and checks the descriptor of a successful upload or mirror.
+    async fn descriptor(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        response: Response,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<BlobDescriptor, Error> {
         let body = read_capped(response, MAX_DESCRIPTOR).await;
         let descriptor = BlobDescriptor::parse(&body)
-            .map_err(|e| error::bad_descriptor(Endpoint::Upload, url.as_str(), &e, &body))?;
-        self.confirm(&descriptor, blob, encoding, url.as_str()).await?;
-        let bytes_sent = sent.load(Ordering::SeqCst);
-        Ok(UploadReceipt { descriptor, created: status == StatusCode::CREATED, bytes_sent })
+            .map_err(|e| error::bad_descriptor(endpoint, url, &e, &body))?;
+        self.confirm(&descriptor, blob, encoding, url).await?;
+        Ok(descriptor)
     }
 
     /// Checks a descriptor against our bytes. One without a hash is
@@ -240,7 +402,10 @@ impl ServerClient {
         lifetime: Duration,
         encoding: TokenEncoding,
     ) -> Result<String, Error> {
-        let request = TokenRequest { verb, hashes: vec![hash], server: None, lifetime };
+        // Delete tokens are scoped to this server: an unscoped one, if
+        // intercepted, would delete the blob everywhere.
+        let server = (verb == Verb::Delete).then(|| self.server.domain().to_owned());
+        let request = TokenRequest { verb, hashes: vec![hash], server, lifetime };
         let template =
             request.template(SystemTime::now()).map_err(|e| Error::Sign(e.to_string()))?;
         let event = self.signer.sign(template).await.map_err(|e| Error::Sign(e.to_string()))?;
@@ -248,15 +413,10 @@ impl ServerClient {
     }
 }
 
-/// A streamed request body over a file: exactly `blob.size` bytes, hashed
-/// as they go. When the bytes turn out not to be the ones that were hashed
-/// the stream fails before its last chunk, so the server never receives a
-/// complete wrong body, and `changed` tells the caller why.
-async fn file_body(
-    blob: &LocalBlob,
-    sent: Arc<AtomicU64>,
-    changed: Arc<AtomicBool>,
-) -> Result<reqwest::Body, Error> {
+type Chunks = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// The file's first `blob.size` bytes as a stream of chunks.
+async fn file_chunks(blob: &LocalBlob) -> Result<Chunks, Error> {
     let file = tokio::fs::File::open(&blob.path)
         .await
         .map_err(|source| Error::Source { path: blob.path.clone(), source })?;
@@ -268,38 +428,49 @@ async fn file_body(
     if len < blob.size {
         return Err(source_changed(&blob.path, &format!("{len} bytes, expected {}", blob.size)));
     }
-
-    let state = BodyState { file: file.take(blob.size), hasher: StreamHasher::default() };
-    let (expected, size) = (blob.sha256, blob.size);
-    let stream = futures_util::stream::unfold(Some(state), move |state| {
-        let (sent, changed) = (sent.clone(), changed.clone());
-        async move {
-            let mut state = state?;
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            let outcome = match state.file.read_buf(&mut buf).await {
-                Err(e) => Err(e),
-                Ok(0) if state.hasher.len() < size => Err(changed_error(&changed, "file shrank")),
-                Ok(0) => return None,
-                Ok(n) => {
-                    state.hasher.update(&buf[..n]);
-                    if state.hasher.len() == size && state.hasher.clone().finish().0 != expected {
-                        Err(changed_error(&changed, "hash differs"))
-                    } else {
-                        sent.fetch_add(n as u64, Ordering::Relaxed);
-                        Ok(buf.freeze())
-                    }
-                }
-            };
-            let next = outcome.is_ok().then_some(state);
-            Some((outcome, next))
-        }
-    });
-    Ok(reqwest::Body::wrap_stream(stream.boxed()))
+    Ok(tokio_util::io::ReaderStream::with_capacity(file.take(blob.size), CHUNK).boxed())
 }
 
-struct BodyState {
-    file: tokio::io::Take<tokio::fs::File>,
-    hasher: StreamHasher,
+/// A request body of exactly `blob.size` bytes from `chunks`, hashed as
+/// they go. When the bytes turn out not to be the blob (wrong hash, too few
+/// or too many bytes) the stream fails before its last chunk, so the server
+/// never receives a complete wrong body, and `bad` tells the caller why.
+fn verified(
+    chunks: Chunks,
+    blob: &LocalBlob,
+    sent: Arc<AtomicU64>,
+    bad: Arc<AtomicBool>,
+) -> reqwest::Body {
+    let (expected, size) = (blob.sha256, blob.size);
+    let stream =
+        futures_util::stream::unfold(Some((chunks, StreamHasher::default())), move |state| {
+            let (sent, bad) = (sent.clone(), bad.clone());
+            async move {
+                let (mut chunks, mut hasher) = state?;
+                let outcome = match chunks.next().await {
+                    Some(Err(e)) => Err(e),
+                    None if hasher.len() < size => {
+                        Err(changed_error(&bad, "fewer bytes than expected"))
+                    }
+                    None => return None,
+                    Some(Ok(chunk)) if hasher.len() + chunk.len() as u64 > size => {
+                        Err(changed_error(&bad, "more bytes than expected"))
+                    }
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        if hasher.len() == size && hasher.clone().finish().0 != expected {
+                            Err(changed_error(&bad, "hash differs"))
+                        } else {
+                            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            Ok(chunk)
+                        }
+                    }
+                };
+                let next = outcome.is_ok().then_some((chunks, hasher));
+                Some((outcome, next))
+            }
+        });
+    reqwest::Body::wrap_stream(stream)
 }
 
 fn changed_error(changed: &AtomicBool, detail: &str) -> std::io::Error {

@@ -111,6 +111,14 @@ pub enum Error {
         /// How it differs.
         mismatch: Mismatch,
     },
+    /// A server we downloaded from served bytes that are not the blob.
+    #[error("{url} served bytes that are not blob {expected}")]
+    WrongBytes {
+        /// Where the bytes came from.
+        url: String,
+        /// The hash they should have had.
+        expected: crate::blob::Sha256,
+    },
     /// The local file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Source {
@@ -138,7 +146,7 @@ impl Error {
         match self {
             Self::Transport { .. } => ErrorClass::Transient,
             Self::Status { endpoint, status, .. } => classify_status(*endpoint, *status),
-            Self::BadDescriptor { .. } => ErrorClass::Transient,
+            Self::BadDescriptor { .. } | Self::WrongBytes { .. } => ErrorClass::Transient,
             Self::Integrity { .. }
             | Self::Source { .. }
             | Self::SourceChanged { .. }
@@ -163,6 +171,16 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(status.as_u16()),
+            _ => None,
+        }
+    }
+
+    /// The endpoint of the failed request, when there was one.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match self {
+            Self::Transport { endpoint, .. }
+            | Self::Status { endpoint, .. }
+            | Self::BadDescriptor { endpoint, .. } => Some(*endpoint),
             _ => None,
         }
     }

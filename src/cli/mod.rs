@@ -2,6 +2,7 @@
 //! the config and database are, which servers, which key. Environment
 //! variables are read here and nowhere else.
 
+mod audit;
 mod progress;
 mod push;
 mod status;
@@ -52,8 +53,17 @@ enum Command {
     Push(push::PushArgs),
     /// Work through what is queued (after an interruption, say)
     Run(push::RunArgs),
+    /// Queue what verify found missing, and every known blob for servers
+    /// newly added to the config, then run
+    Repair(push::RunArgs),
     /// Show which servers hold which blobs, from the database
     Status(status::StatusArgs),
+    /// Ask every server whether it still holds what the database says
+    Verify(audit::VerifyArgs),
+    /// Which servers hold a blob (by hash, or a file's content), from the database
+    Whereis(audit::WhereisArgs),
+    /// Delete blobs from every server and check they are gone
+    Delete(audit::DeleteArgs),
     /// Write a new secret key to a file and print its public key
     Keygen {
         /// Where to write the key (must not exist)
@@ -87,8 +97,12 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Push(args) => push::push(&cli, args, progress).await,
-        Command::Run(args) => push::run(&cli, args, progress).await,
+        Command::Run(args) => push::run(&cli, args, progress, false).await,
+        Command::Repair(args) => push::run(&cli, args, progress, true).await,
         Command::Status(args) => status::status(&cli, args).await,
+        Command::Verify(args) => audit::verify(&cli, args).await,
+        Command::Whereis(args) => audit::whereis(&cli, args).await,
+        Command::Delete(args) => audit::delete(&cli, args).await,
         Command::Keygen { path } => keygen(path),
         Command::Pubkey => {
             println!("{}", signer(&cli)?.public_key().to_hex());

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use blossom_replicator::Config;
 use blossom_replicator::blob::{LocalBlob, collect_files};
-use blossom_replicator::store::{BlobStatus, ReplicaState};
+use blossom_replicator::store::{BlobStatus, ReplicaState, Strategy};
 use blossom_replicator::{Replicator, Sha256};
 use futures_util::StreamExt as _;
 
@@ -30,17 +31,46 @@ pub(crate) struct PushArgs {
     #[arg(short, long)]
     recursive: bool,
 
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Arguments shared by the commands that run the engine.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// mirror: upload once, then have the other servers fetch it (the
+    /// default); upload: upload to every server [config: replication.strategy]
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyArg>,
+
+    /// A blob is safe once this many servers hold it; the exit code says
+    /// whether every blob reached it [default: every server]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    min_copies: Option<u32>,
+
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
 }
 
-/// Arguments of `run`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct RunArgs {
-    /// Print the summary as JSON
-    #[arg(long)]
-    json: bool,
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StrategyArg {
+    Mirror,
+    Upload,
+}
+
+impl RunArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(strategy) = self.strategy {
+            config.replication.strategy = match strategy {
+                StrategyArg::Mirror => Strategy::Mirror,
+                StrategyArg::Upload => Strategy::Upload,
+            };
+        }
+        if let Some(k) = self.min_copies {
+            config.replication.min_copies = Some(k);
+        }
+    }
 }
 
 pub(crate) async fn push(
@@ -48,7 +78,8 @@ pub(crate) async fn push(
     args: &PushArgs,
     progress: Progress,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let mut config = load_config(cli)?;
+    args.run.apply(&mut config);
     let signer = signer(cli)?;
     if config.servers.is_empty() {
         return Err(blossom_replicator::engine::Error::NoServers.into());
@@ -59,6 +90,7 @@ pub(crate) async fn push(
         tracing::warn!(file = %path.display(), "skipping empty file: Blossom servers refuse empty blobs");
     }
 
+    let min_copies = config.min_copies();
     let replicator = Replicator::start(config, Arc::new(signer)).await?;
     let hashes: Vec<Sha256> = blobs.iter().map(|b| b.sha256).collect();
     let events = replicator.subscribe();
@@ -67,16 +99,29 @@ pub(crate) async fn push(
     }
     let statuses = replicator.store().blob_statuses(Some(&hashes)).await?;
     progress.track(replicator.servers(), &statuses, events);
-    finish(replicator, Some(hashes), progress, args.json).await
+    finish(replicator, Some(hashes), progress, args.run.json, min_copies).await
 }
 
-pub(crate) async fn run(cli: &Cli, args: &RunArgs, progress: Progress) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+/// `run`, or with `repair`, first queue what is missing from the record.
+pub(crate) async fn run(
+    cli: &Cli,
+    args: &RunArgs,
+    progress: Progress,
+    repair: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(cli)?;
+    args.apply(&mut config);
     let signer = signer(cli)?;
+    let min_copies = config.min_copies();
     let replicator = Replicator::start(config, Arc::new(signer)).await?;
+    let events = replicator.subscribe();
+    if repair {
+        let queued = replicator.repair().await?;
+        tracing::info!(jobs = queued.jobs, "queued what was missing");
+    }
     let statuses = replicator.store().blob_statuses(None).await?;
-    progress.track(replicator.servers(), &statuses, replicator.subscribe());
-    finish(replicator, None, progress, args.json).await
+    progress.track(replicator.servers(), &statuses, events);
+    finish(replicator, None, progress, args.json, min_copies).await
 }
 
 /// Waits for the work to finish (or a signal), shuts down, summarises.
@@ -85,6 +130,7 @@ async fn finish(
     hashes: Option<Vec<Sha256>>,
     progress: Progress,
     json: bool,
+    min_copies: u32,
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let stop = replicator.stop_token();
@@ -104,13 +150,13 @@ async fn finish(
     let store = blossom_replicator::Store::open(store.path()).await?;
     let statuses = store.blob_statuses(hashes.as_deref()).await?;
     store.close().await;
-    let summary = Summary::new(&servers, &statuses, started.elapsed());
+    let summary = Summary::new(&servers, &statuses, started.elapsed(), min_copies);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
     } else {
         summary.print(interrupted);
     }
-    Ok(if summary.all_stored() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.is_safe() && !interrupted { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Hashes files a few at a time off the async threads, in order, dropping
@@ -166,6 +212,7 @@ async fn shutdown_signal() {
 #[derive(Debug, Default, serde::Serialize)]
 struct ServerSummary {
     uploaded: u64,
+    mirrored: u64,
     already_present: u64,
     failed: u64,
     pending: u64,
@@ -177,12 +224,20 @@ struct ServerSummary {
 struct Summary {
     blobs: usize,
     elapsed: std::time::Duration,
+    min_copies: u32,
+    /// Blobs held by fewer than `min_copies` servers, with how many hold them.
+    below: Vec<(Sha256, u32)>,
     servers: BTreeMap<String, ServerSummary>,
     order: Vec<String>,
 }
 
 impl Summary {
-    fn new(servers: &[String], statuses: &[BlobStatus], elapsed: std::time::Duration) -> Self {
+    fn new(
+        servers: &[String],
+        statuses: &[BlobStatus],
+        elapsed: std::time::Duration,
+        min_copies: u32,
+    ) -> Self {
         let mut by_server: BTreeMap<String, ServerSummary> =
             servers.iter().map(|s| (s.clone(), ServerSummary::default())).collect();
         let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
@@ -190,12 +245,14 @@ impl Summary {
             let Some(entry) = by_server.get_mut(&replica.server) else { continue };
             entry.bytes_sent += replica.bytes_sent;
             match replica.state {
-                ReplicaState::Stored if replica.method.as_deref() == Some("present") => {
-                    entry.already_present += 1
-                }
-                ReplicaState::Stored => entry.uploaded += 1,
+                ReplicaState::Stored => match replica.method.as_deref() {
+                    Some("present") => entry.already_present += 1,
+                    Some("mirrored") => entry.mirrored += 1,
+                    _ => entry.uploaded += 1,
+                },
                 ReplicaState::Pending => entry.pending += 1,
-                ReplicaState::Failed => {
+                ReplicaState::Deleted => {}
+                ReplicaState::Failed | ReplicaState::Missing | ReplicaState::Corrupt => {
                     entry.failed += 1;
                     let reason = replica.reason.clone().unwrap_or_else(|| "unknown".into());
                     *reasons
@@ -213,11 +270,33 @@ impl Summary {
                 entry.reasons = list;
             }
         }
-        Self { blobs: statuses.len(), elapsed, servers: by_server, order: servers.to_vec() }
+        let below = statuses
+            .iter()
+            .map(|b| {
+                let stored =
+                    b.replicas.iter().filter(|r| r.state == ReplicaState::Stored).count() as u32;
+                (b.sha256, stored)
+            })
+            .filter(|(_, stored)| *stored < min_copies)
+            .collect();
+        Self {
+            blobs: statuses.len(),
+            elapsed,
+            min_copies,
+            below,
+            servers: by_server,
+            order: servers.to_vec(),
+        }
     }
 
-    fn all_stored(&self) -> bool {
-        self.servers.values().all(|s| s.failed == 0 && s.pending == 0)
+    /// Every blob is held by at least `min_copies` servers.
+    fn is_safe(&self) -> bool {
+        self.below.is_empty()
+    }
+
+    /// Bytes this run's record says were sent, over all servers.
+    fn bytes_sent(&self) -> u64 {
+        self.servers.values().map(|s| s.bytes_sent).sum()
     }
 
     fn print(&self, interrupted: bool) {
@@ -229,20 +308,27 @@ impl Summary {
             self.elapsed.as_secs_f64()
         );
         println!(
-            "{:<width$}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
-            "server", "uploaded", "present", "failed", "pending", "bytes sent"
+            "{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
+            "server", "uploaded", "mirrored", "present", "failed", "pending", "bytes sent"
         );
         for name in &self.order {
             let s = &self.servers[name];
             println!(
-                "{name:<width$}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
-                s.uploaded, s.already_present, s.failed, s.pending, s.bytes_sent
+                "{name:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
+                s.uploaded, s.mirrored, s.already_present, s.failed, s.pending, s.bytes_sent
             );
         }
+        println!("bytes sent in all: {}", self.bytes_sent());
         for name in &self.order {
             for (reason, count) in self.servers[name].reasons.iter().take(5) {
                 println!("failed on {name}: {count} blob(s): {reason}");
             }
+        }
+        for (hash, stored) in self.below.iter().take(20) {
+            println!("below {} copies: {hash} is on {stored} server(s)", self.min_copies);
+        }
+        if self.below.len() > 20 {
+            println!("below {} copies: {} more blobs", self.min_copies, self.below.len() - 20);
         }
         if interrupted {
             println!("interrupted: pending work stays queued; `blossom-replicator run` resumes it");
@@ -263,6 +349,7 @@ impl Summary {
                 serde_json::json!({
                     "server": name,
                     "uploaded": s.uploaded,
+                    "mirrored": s.mirrored,
                     "already_present": s.already_present,
                     "failed": s.failed,
                     "pending": s.pending,
@@ -271,10 +358,18 @@ impl Summary {
                 })
             })
             .collect();
+        let below: Vec<_> = self
+            .below
+            .iter()
+            .map(|(hash, stored)| serde_json::json!({"sha256": hash, "stored": stored}))
+            .collect();
         serde_json::json!({
             "blobs": self.blobs,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
-            "all_stored": self.all_stored(),
+            "min_copies": self.min_copies,
+            "safe": self.is_safe(),
+            "below_min_copies": below,
+            "bytes_sent": self.bytes_sent(),
             "servers": servers,
         })
     }

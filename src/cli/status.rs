@@ -71,11 +71,7 @@ fn print_detail(blob: &BlobStatus) {
         println!("  source: {}", source.display());
     }
     for r in &blob.replicas {
-        let state = match r.state {
-            ReplicaState::Stored => "stored",
-            ReplicaState::Pending => "pending",
-            ReplicaState::Failed => "failed",
-        };
+        let state = r.state.as_str();
         let detail = match (&r.url, &r.reason) {
             (_, Some(reason)) => reason.clone(),
             (Some(url), None) => url.clone(),

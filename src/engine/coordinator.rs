@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::event::{Event, StoreMethod};
 use crate::blob::LocalBlob;
 use crate::blossom::ServerUrl;
-use crate::store::{self, ClaimedJob, Enqueued, JobOutcome, Store};
+use crate::store::{self, ClaimedJob, Enqueued, JobOutcome, Retry, Store, Strategy};
 
 /// How often the count of open jobs is re-read from the database, to see
 /// work that other processes finished or added.
@@ -26,6 +26,7 @@ const MAILBOX: usize = 256;
 pub(crate) enum CoordinatorMsg {
     Enqueue {
         blobs: Vec<LocalBlob>,
+        retry: Retry,
         respond_to: oneshot::Sender<Result<Enqueued, store::Error>>,
     },
     Finished {
@@ -44,6 +45,9 @@ pub(crate) struct CoordinatorParts {
     pub(crate) wakers: Vec<Arc<Notify>>,
     pub(crate) owner: Arc<str>,
     pub(crate) lease: Duration,
+    pub(crate) strategy: Strategy,
+    /// Copies a blob needs to count as safe.
+    pub(crate) min_copies: u32,
     pub(crate) events: broadcast::Sender<Event>,
     /// Set when a record could not be written; the engine stops then.
     pub(crate) fatal: Arc<Mutex<Option<String>>>,
@@ -78,9 +82,13 @@ impl CoordinatorHandle {
     pub(crate) async fn enqueue(
         &self,
         blobs: Vec<LocalBlob>,
+        retry: Retry,
     ) -> Result<Result<Enqueued, store::Error>, Stopped> {
         let (respond_to, response) = oneshot::channel();
-        self.tx.send(CoordinatorMsg::Enqueue { blobs, respond_to }).await.map_err(|_| Stopped)?;
+        self.tx
+            .send(CoordinatorMsg::Enqueue { blobs, retry, respond_to })
+            .await
+            .map_err(|_| Stopped)?;
         response.await.map_err(|_| Stopped)
     }
 
@@ -124,8 +132,12 @@ impl CoordinatorActor {
 
     async fn handle(&mut self, msg: CoordinatorMsg) {
         match msg {
-            CoordinatorMsg::Enqueue { blobs, respond_to } => {
-                let result = self.parts.store.enqueue(&blobs, &self.parts.servers).await;
+            CoordinatorMsg::Enqueue { blobs, retry, respond_to } => {
+                let result = self
+                    .parts
+                    .store
+                    .enqueue(&blobs, &self.parts.servers, self.parts.strategy, retry)
+                    .await;
                 if let Ok(enqueued) = &result {
                     self.open += enqueued.jobs;
                     self.publish_open();
@@ -143,17 +155,19 @@ impl CoordinatorActor {
     async fn record(&mut self, job: ClaimedJob, server: ServerUrl, outcome: JobOutcome) {
         let progress =
             match self.parts.store.finish(&job, &server, &self.parts.owner, &outcome).await {
-                Ok(progress) => progress,
+                Ok(recorded) => {
+                    if recorded.released > 0 {
+                        // Jobs that waited for a holder can run now.
+                        self.parts.wakers.iter().for_each(|w| w.notify_one());
+                    }
+                    recorded.progress
+                }
                 Err(e) => return self.fail(e),
             };
         let sha256 = job.blob.sha256;
         let event = match outcome {
             JobOutcome::Stored { method, bytes_sent, .. } => {
-                let method = if method == StoreMethod::Uploaded.as_str() {
-                    StoreMethod::Uploaded
-                } else {
-                    StoreMethod::AlreadyPresent
-                };
+                let method = StoreMethod::from_name(method).unwrap_or(StoreMethod::Uploaded);
                 tracing::debug!(%server, blob = %sha256, method = method.as_str(), bytes_sent, "replica stored");
                 Some(Event::ReplicaStored { sha256, server, method, bytes_sent })
             }
@@ -186,6 +200,13 @@ impl CoordinatorActor {
             // Debug, not info: an archive run settles many thousands of blobs,
             // and the progress bars and summary already tell the story.
             tracing::debug!(blob = %sha256, stored = progress.stored, failed = progress.failed, "blob settled");
+            let min_copies = self.parts.min_copies;
+            if progress.stored < min_copies {
+                tracing::warn!(blob = %sha256, stored = progress.stored, min_copies, "blob has fewer copies than asked for");
+                let below =
+                    Event::BlobBelowMinCopies { sha256, stored: progress.stored, min_copies };
+                let _no_listeners = self.parts.events.send(below);
+            }
             let settled =
                 Event::BlobSettled { sha256, stored: progress.stored, failed: progress.failed };
             let _no_listeners = self.parts.events.send(settled);

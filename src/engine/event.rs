@@ -14,6 +14,8 @@ pub enum StoreMethod {
     Uploaded,
     /// The server already had them; nothing was sent.
     AlreadyPresent,
+    /// The server fetched them from another server (`PUT /mirror`).
+    Mirrored,
 }
 
 impl StoreMethod {
@@ -22,7 +24,15 @@ impl StoreMethod {
         match self {
             Self::Uploaded => "uploaded",
             Self::AlreadyPresent => "present",
+            Self::Mirrored => "mirrored",
         }
+    }
+
+    /// Parses the name recorded in the database.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Uploaded, Self::AlreadyPresent, Self::Mirrored]
+            .into_iter()
+            .find(|m| m.as_str() == name)
     }
 }
 
@@ -64,6 +74,15 @@ pub enum Event {
         status: Option<u16>,
         /// What went wrong.
         reason: String,
+    },
+    /// The blob settled with fewer copies than the configured minimum.
+    BlobBelowMinCopies {
+        /// The blob.
+        sha256: Sha256,
+        /// Servers holding it.
+        stored: u32,
+        /// The minimum asked for.
+        min_copies: u32,
     },
     /// No replica of the blob is pending any more.
     BlobSettled {

@@ -6,6 +6,7 @@
 //! requests in flight get the grace period to finish; then the abort token
 //! cuts the rest, whose jobs go back to the queue unattempted.
 
+mod audit;
 mod coordinator;
 mod event;
 mod worker;
@@ -17,14 +18,15 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use audit::{DeleteReport, VerifyReport, delete, verify};
 pub use event::{Event, StoreMethod};
 
 use self::coordinator::{CoordinatorHandle, CoordinatorParts};
 use self::worker::{WorkerHandle, WorkerParts};
-use crate::blob::LocalBlob;
+use crate::blob::{LocalBlob, Sha256};
 use crate::blossom::{ServerClient, ServerUrl, Signer};
 use crate::config::Config;
-use crate::store::{self, Enqueued, Store};
+use crate::store::{self, BlobProgress, Enqueued, Retry, Store};
 
 /// How many events a slow listener may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
@@ -45,6 +47,14 @@ pub enum Error {
         server: ServerUrl,
         /// What failed.
         source: reqwest::Error,
+    },
+    /// More copies asked for than there are servers.
+    #[error("min_copies {min_copies} is more than the {servers} configured servers")]
+    MinCopies {
+        /// The minimum asked for.
+        min_copies: u32,
+        /// Servers configured.
+        servers: usize,
     },
     /// The engine stopped, after a failure it already reported.
     #[error("the replication engine stopped: {0}")]
@@ -107,6 +117,12 @@ impl Replicator {
         if config.servers.is_empty() {
             return Err(Error::NoServers);
         }
+        if config.min_copies() as usize > config.servers.len() {
+            return Err(Error::MinCopies {
+                min_copies: config.min_copies(),
+                servers: config.servers.len(),
+            });
+        }
         let store = Store::open(&config.database).await?;
         let owner: Arc<str> = runner_id().into();
         let reclaimed =
@@ -132,6 +148,8 @@ impl Replicator {
             wakers: wakers.clone(),
             owner: owner.clone(),
             lease: config.queue.lease,
+            strategy: config.replication.strategy,
+            min_copies: config.min_copies(),
             events: events.clone(),
             fatal: fatal.clone(),
             on_fatal: stop.clone(),
@@ -150,6 +168,8 @@ impl Replicator {
                 retry: config.retry,
                 lease: config.queue.lease,
                 learned_encoding: store.token_encoding(&server.url).await?,
+                mirror_unsupported: store.mirror_unsupported(&server.url).await?,
+                strategy: config.replication.strategy,
                 wake,
                 stop: stop.clone(),
                 abort: abort.clone(),
@@ -198,9 +218,56 @@ impl Replicator {
     /// Database failures (nothing of the batch is queued then), or the
     /// engine has stopped.
     pub async fn enqueue(&self, blobs: Vec<LocalBlob>) -> Result<Enqueued, Error> {
-        match self.coordinator.enqueue(blobs).await {
+        match self.coordinator.enqueue(blobs, Retry::Failed).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Queues what is missing from the record: replicas `verify` found
+    /// missing or corrupt, and every known blob on servers that have no
+    /// replica of it yet (a server newly added to the config). Replicas
+    /// that failed for good are left alone; push the blob again to retry
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// Database failures, or the engine has stopped.
+    pub async fn repair(&self) -> Result<Enqueued, Error> {
+        let blobs = self.store.known_blobs().await?;
+        let mut total = Enqueued::default();
+        for batch in blobs.chunks(1000) {
+            let done = match self.coordinator.enqueue(batch.to_vec(), Retry::Lost).await {
+                Ok(result) => result?,
+                Err(_) => return Err(self.stopped()),
+            };
+            total.jobs += done.jobs;
+            total.already_stored += done.already_stored;
+        }
+        Ok(total)
+    }
+
+    /// Waits until no replica of `hash` is pending, and returns where it
+    /// stands. Returns at once for a blob already settled.
+    ///
+    /// # Errors
+    ///
+    /// Database failures, or the engine stopped before the blob settled.
+    pub async fn wait_until_replicated(&self, hash: &Sha256) -> Result<BlobProgress, Error> {
+        let mut events = self.events.subscribe();
+        loop {
+            let progress = self.store.progress(hash).await?;
+            if progress.is_settled() {
+                return Ok(progress);
+            }
+            loop {
+                match events.recv().await {
+                    Ok(Event::BlobSettled { sha256, .. }) if sha256 == *hash => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Err(self.stopped()),
+                }
+            }
         }
     }
 

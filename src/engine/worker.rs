@@ -21,9 +21,11 @@ use tracing::Instrument as _;
 use super::coordinator::CoordinatorHandle;
 use super::event::StoreMethod;
 use crate::blob::LocalBlob;
-use crate::blossom::{self, ErrorClass, Presence, ServerClient, TokenEncoding, UploadReceipt};
+use crate::blossom::{
+    self, Endpoint, ErrorClass, Presence, ServerClient, TokenEncoding, UploadReceipt,
+};
 use crate::config::{RetryPolicy, ServerConfig};
-use crate::store::{ClaimedJob, JobOutcome, Store};
+use crate::store::{ClaimedJob, JobOutcome, Store, Strategy};
 
 /// The longest a worker sleeps without looking at the queue, so that jobs
 /// queued by other processes are picked up.
@@ -40,6 +42,9 @@ pub(crate) struct WorkerParts {
     pub(crate) lease: Duration,
     /// The encoding learned earlier for this server, if any.
     pub(crate) learned_encoding: Option<TokenEncoding>,
+    /// Whether the server was found earlier not to implement `/mirror`.
+    pub(crate) mirror_unsupported: bool,
+    pub(crate) strategy: Strategy,
     pub(crate) wake: Arc<Notify>,
     /// Stop claiming new jobs.
     pub(crate) stop: CancellationToken,
@@ -53,14 +58,11 @@ pub(crate) struct WorkerHandle;
 
 impl WorkerHandle {
     pub(crate) fn spawn(parts: WorkerParts, tracker: &TaskTracker) -> Self {
-        let rate = parts.config.rate;
-        let period = Duration::from_secs_f64(1.0 / rate);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(parts.config.burst);
         let shared = Arc::new(Shared {
             encoding: Mutex::new(parts.learned_encoding.unwrap_or(parts.config.token_encoding)),
-            limiter: RateLimiter::direct(quota),
+            strategy: parts.strategy,
+            mirror_unsupported: AtomicBool::new(parts.mirror_unsupported),
+            limiter: rate_limiter(&parts.config),
             config: parts.config,
             client: parts.client,
             store: parts.store,
@@ -106,6 +108,9 @@ struct Shared {
     limiter: DefaultDirectRateLimiter,
     /// The token encoding the server accepts, as far as we know.
     encoding: Mutex<TokenEncoding>,
+    strategy: Strategy,
+    /// The server answered `/mirror` as not implemented.
+    mirror_unsupported: AtomicBool,
     stop: CancellationToken,
     abort: CancellationToken,
 }
@@ -214,65 +219,173 @@ impl Shared {
         .await
     }
 
-    /// One attempt: skip when the server has the blob, else upload it.
+    /// One attempt: skip when the server has the blob; else, with the
+    /// mirror strategy and a server that holds it, ask for a mirror; else
+    /// upload it, from the local file or relayed from a holder.
     async fn replicate(
         &self,
         blob: &LocalBlob,
         sent: &Arc<AtomicU64>,
         uploading: &AtomicBool,
-    ) -> Result<(StoreMethod, Option<String>, Option<u16>), blossom::Error> {
+    ) -> Attempt {
         self.limiter.until_ready().await;
         match self.client.has_blob(&blob.sha256, self.encoding()).await {
             Ok(Presence::Present { size }) if size.is_none_or(|s| s == blob.size) => {
                 tracing::debug!("server already holds the blob; nothing sent");
-                let url = self.client.server().as_str().to_owned() + "/" + &blob.sha256.to_hex();
-                return Ok((StoreMethod::AlreadyPresent, Some(url), Some(200)));
+                let url = format!("{}/{}", self.client.server(), blob.sha256);
+                return Ok(Stored {
+                    method: StoreMethod::AlreadyPresent,
+                    url: Some(url),
+                    status: 200,
+                });
             }
             Ok(Presence::Present { size }) => {
                 tracing::warn!(
                     reported = size,
                     expected = blob.size,
-                    "server reports another size for this hash; uploading"
+                    "server reports another size for this hash; sending it again"
                 );
             }
             Ok(Presence::Absent) => {}
             Err(e) if e.is_transient() => return Err(e),
-            Err(e) => tracing::debug!(error = %e, "existence check refused; uploading anyway"),
+            Err(e) => tracing::debug!(error = %e, "existence check refused; going on"),
         }
-        if blob.path.as_os_str().is_empty() {
-            let source = std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no local copy of the blob is known",
-            );
-            return Err(blossom::Error::Source { path: blob.path.clone(), source });
+
+        let holders = self.holders(blob).await;
+        if self.strategy == Strategy::Mirror
+            && !self.mirror_unsupported.load(Ordering::Relaxed)
+            && let Some(stored) = self.mirror(blob, &holders).await?
+        {
+            return Ok(stored);
         }
+
         self.limiter.until_ready().await;
         uploading.store(true, Ordering::SeqCst);
-        let receipt = self.upload(blob, sent).await?;
-        let status = if receipt.created { 201 } else { 200 };
-        Ok((StoreMethod::Uploaded, receipt.descriptor.url, Some(status)))
+        if !blob.path.as_os_str().is_empty() {
+            match self
+                .with_reauth(|encoding| self.client.upload(blob, encoding, sent.clone()))
+                .await
+            {
+                Ok(receipt) => return Ok(Stored::uploaded(&receipt)),
+                Err(e) if e.is_source_error() && !holders.is_empty() => {
+                    tracing::warn!(error = %e, "local copy unusable; relaying from a server that holds the blob");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.relay(blob, &holders, sent).await
     }
 
-    /// Uploads, re-signing once on a refused token and then trying the
-    /// other token encoding once; an encoding that works is remembered.
-    async fn upload(
+    /// Asks the server to fetch the blob from each holder in turn. `None`
+    /// means: upload instead (mirror not implemented, refused in a way an
+    /// upload may not be, or every holder failed). Refusals that an upload
+    /// would meet too (payment, size, type) and transient failures end the
+    /// attempt.
+    async fn mirror(
         &self,
         blob: &LocalBlob,
-        sent: &Arc<AtomicU64>,
-    ) -> Result<UploadReceipt, blossom::Error> {
+        holders: &[Source],
+    ) -> Result<Option<Stored>, blossom::Error> {
+        for holder in holders {
+            self.limiter.until_ready().await;
+            let result =
+                self.with_reauth(|encoding| self.client.mirror(&holder.url, blob, encoding)).await;
+            let error = match result {
+                Ok(receipt) => {
+                    let status = if receipt.created { 201 } else { 200 };
+                    return Ok(Some(Stored {
+                        method: StoreMethod::Mirrored,
+                        url: receipt.descriptor.url,
+                        status,
+                    }));
+                }
+                Err(error) => error,
+            };
+            match (error.class(), error.status()) {
+                (ErrorClass::Unsupported, _) => {
+                    self.learn_no_mirror().await;
+                    return Ok(None);
+                }
+                (ErrorClass::Transient, Some(502)) => {
+                    tracing::debug!(source = %holder.url, error = %error, "server could not fetch from this holder");
+                }
+                (ErrorClass::Transient, _) => return Err(error),
+                (ErrorClass::Permanent, Some(402 | 413 | 415)) => return Err(error),
+                _ => {
+                    tracing::debug!(error = %error, "mirror refused; uploading instead");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Downloads the blob from a holder and uploads it here, verifying the
+    /// hash while streaming; a holder serving wrong bytes is skipped.
+    async fn relay(&self, blob: &LocalBlob, holders: &[Source], sent: &Arc<AtomicU64>) -> Attempt {
+        let mut last = None;
+        for holder in holders {
+            let result = self
+                .with_reauth(|encoding| {
+                    self.client.upload_from(&holder.url, blob, encoding, sent.clone())
+                })
+                .await;
+            match result {
+                Ok(receipt) => return Ok(Stored::uploaded(&receipt)),
+                // The holder failed us, not this server: try the next one.
+                Err(e)
+                    if matches!(e, blossom::Error::WrongBytes { .. })
+                        || e.endpoint() == Some(Endpoint::GetBlob) =>
+                {
+                    tracing::warn!(source = %holder.url, error = %e, "cannot relay from this holder");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no local copy, and no server holds the blob",
+            );
+            blossom::Error::Source { path: blob.path.clone(), source }
+        }))
+    }
+
+    /// Servers recorded as holding the blob, with a URL to fetch it from.
+    async fn holders(&self, blob: &LocalBlob) -> Vec<Source> {
+        match self.store.holders(&blob.sha256, &self.config.url).await {
+            Ok(holders) => holders
+                .into_iter()
+                .map(|h| Source {
+                    url: h.url.unwrap_or_else(|| format!("{}/{}", h.server, blob.sha256)),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read which servers hold the blob");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Runs a request, re-signing once when the server refuses the token
+    /// and then trying the other token encoding once; an encoding that
+    /// works is remembered.
+    async fn with_reauth<T, F, Fut>(&self, mut call: F) -> Result<T, blossom::Error>
+    where
+        F: FnMut(TokenEncoding) -> Fut,
+        Fut: std::future::Future<Output = Result<T, blossom::Error>>,
+    {
         let first = self.encoding();
         let mut encoding = first;
         let mut refusals = 0;
         loop {
-            if refusals > 0 {
-                self.limiter.until_ready().await;
-            }
-            match self.client.upload(blob, encoding, sent.clone()).await {
-                Ok(receipt) => {
+            match call(encoding).await {
+                Ok(value) => {
                     if encoding != first {
                         self.learn(encoding).await;
                     }
-                    return Ok(receipt);
+                    return Ok(value);
                 }
                 Err(e) if e.class() == ErrorClass::Reauth && refusals < 2 => {
                     refusals += 1;
@@ -284,21 +397,22 @@ impl Shared {
                         encoding = encoding.as_str(),
                         "token refused; signing again"
                     );
+                    self.limiter.until_ready().await;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn outcome(
-        &self,
-        job: &ClaimedJob,
-        result: Result<(StoreMethod, Option<String>, Option<u16>), blossom::Error>,
-        bytes_sent: u64,
-    ) -> JobOutcome {
+    fn outcome(&self, job: &ClaimedJob, result: Attempt, bytes_sent: u64) -> JobOutcome {
         let error = match result {
-            Ok((method, url, status)) => {
-                return JobOutcome::Stored { method: method.as_str(), url, status, bytes_sent };
+            Ok(Stored { method, url, status }) => {
+                return JobOutcome::Stored {
+                    method: method.as_str(),
+                    url,
+                    status: Some(status),
+                    bytes_sent,
+                };
             }
             Err(error) => error,
         };
@@ -323,6 +437,17 @@ impl Shared {
         *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    async fn learn_no_mirror(&self) {
+        if !self.mirror_unsupported.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "server does not implement mirror; uploading to it directly from now on"
+            );
+            if let Err(e) = self.store.set_mirror_unsupported(&self.config.url).await {
+                tracing::warn!(error = %e, "cannot remember that mirror is unsupported");
+            }
+        }
+    }
+
     async fn learn(&self, encoding: TokenEncoding) {
         *self.encoding.lock().unwrap_or_else(|e| e.into_inner()) = encoding;
         tracing::info!(
@@ -333,6 +458,37 @@ impl Shared {
             tracing::warn!(error = %e, "cannot remember the token encoding");
         }
     }
+}
+
+/// The request rate limiter of one server.
+pub(crate) fn rate_limiter(config: &ServerConfig) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / config.rate);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(config.burst);
+    RateLimiter::direct(quota)
+}
+
+/// The result of one attempt.
+type Attempt = Result<Stored, blossom::Error>;
+
+/// A replica now on the server.
+struct Stored {
+    method: StoreMethod,
+    url: Option<String>,
+    status: u16,
+}
+
+impl Stored {
+    fn uploaded(receipt: &UploadReceipt) -> Self {
+        let status = if receipt.created { 201 } else { 200 };
+        Self { method: StoreMethod::Uploaded, url: receipt.descriptor.url.clone(), status }
+    }
+}
+
+/// Where another server holds the blob.
+struct Source {
+    url: String,
 }
 
 /// The wait before attempt `attempt + 1`: exponential backoff with jitter,

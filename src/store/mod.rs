@@ -18,8 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-pub use queue::{ClaimedJob, JobOutcome};
-pub use replicas::{BlobProgress, BlobStatus, Enqueued, NewBlob, ReplicaState, ReplicaStatus};
+pub use queue::{ClaimedJob, JobOutcome, Recorded};
+pub use replicas::{
+    BlobProgress, BlobStatus, Enqueued, Holder, NewBlob, ReplicaState, ReplicaStatus, Retry,
+    Strategy, Verification,
+};
 
 /// The migrations, embedded at build time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

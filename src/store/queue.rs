@@ -27,6 +27,15 @@ pub struct ClaimedJob {
     pub attempt: u32,
 }
 
+/// What recording a job's outcome changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Where the blob now stands.
+    pub progress: BlobProgress,
+    /// Waiting jobs of the blob that became runnable.
+    pub released: u64,
+}
+
 /// How a job ended, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -123,6 +132,7 @@ impl Store {
                     now,
                 )
                 .await?;
+                self.release_waiting(&mut tx, &sha256, now).await?;
                 continue;
             }
             sqlx::query(
@@ -167,7 +177,7 @@ impl Store {
         server: &ServerUrl,
         owner: &str,
         outcome: &JobOutcome,
-    ) -> Result<BlobProgress, Error> {
+    ) -> Result<Recorded, Error> {
         let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
         let settle = match outcome {
@@ -208,13 +218,14 @@ impl Store {
                 .map_err(|e| self.sql(e))?;
                 let progress = self.blob_progress(&mut tx, &job.blob.sha256).await?;
                 tx.commit().await.map_err(|e| self.sql(e))?;
-                return Ok(progress);
+                return Ok(Recorded { progress, released: 0 });
             }
         };
         self.settle(&mut tx, job.id, &job.blob.sha256, server, Some(owner), &settle, now).await?;
+        let released = self.release_waiting(&mut tx, &job.blob.sha256, now).await?;
         let progress = self.blob_progress(&mut tx, &job.blob.sha256).await?;
         tx.commit().await.map_err(|e| self.sql(e))?;
-        Ok(progress)
+        Ok(Recorded { progress, released })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -250,7 +261,8 @@ impl Store {
             "UPDATE replicas SET state = ?3, method = coalesce(?4, method), url = coalesce(?5, url),
                  last_status = coalesce(?6, last_status), reason = ?7, attempts = attempts + 1,
                  bytes_sent = bytes_sent + ?8, updated_at = ?9,
-                 stored_at = CASE WHEN ?3 = 'stored' THEN ?9 ELSE stored_at END
+                 stored_at = CASE WHEN ?3 = 'stored' THEN ?9 ELSE stored_at END,
+                 verified_at = CASE WHEN ?3 = 'stored' THEN ?9 ELSE verified_at END
              WHERE sha256 = ?1 AND server = ?2",
         )
         .bind(hash.to_hex())
@@ -309,7 +321,8 @@ impl Store {
         Ok(next.map(super::from_millis))
     }
 
-    /// Jobs not yet done or dead, over the given servers.
+    /// Jobs not yet done or dead (waiting ones included), over the given
+    /// servers.
     ///
     /// # Errors
     ///
@@ -318,7 +331,7 @@ impl Store {
         let mut total = 0;
         for server in servers {
             let count: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM jobs WHERE server = ? AND state IN ('queued', 'leased')",
+                "SELECT count(*) FROM jobs WHERE server = ? AND state IN ('queued', 'leased', 'waiting')",
             )
             .bind(server.as_str())
             .fetch_one(&self.pool)
@@ -434,8 +447,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::ReplicaState;
     use crate::store::test_support::temp_store;
+    use crate::store::{ReplicaState, Retry, Strategy};
 
     fn server() -> ServerUrl {
         ServerUrl::parse("http://a.test").unwrap()
@@ -458,10 +471,62 @@ mod tests {
         store.blob_statuses(None).await.unwrap()[0].replicas[0].state
     }
 
+    fn servers() -> Vec<ServerUrl> {
+        ["http://a.test", "http://b.test", "http://c.test"]
+            .iter()
+            .map(|s| ServerUrl::parse(s).unwrap())
+            .collect()
+    }
+
+    fn stored() -> JobOutcome {
+        JobOutcome::Stored {
+            method: "uploaded",
+            url: Some("u".into()),
+            status: Some(201),
+            bytes_sent: 1,
+        }
+    }
+
+    /// Mirror-first: one server uploads, the others wait for a holder.
+    #[tokio::test]
+    async fn mirror_strategy_releases_the_others_once_one_server_holds_the_blob() {
+        let (store, _dir) = temp_store().await;
+        let s = servers();
+        store.enqueue(&[blob(b"a")], &s, Strategy::Mirror, Retry::Failed).await.unwrap();
+        assert!(store.claim(&s[1], "me", 5, later(60), 5).await.unwrap().is_empty(), "b waits");
+        assert_eq!(store.open_jobs(&s).await.unwrap(), 3, "waiting jobs are open work");
+        let job = store.claim(&s[0], "me", 5, later(60), 5).await.unwrap().remove(0);
+
+        store.finish(&job, &s[0], "me", &stored()).await.unwrap();
+        assert_eq!(store.claim(&s[1], "me", 5, later(60), 5).await.unwrap().len(), 1);
+        assert_eq!(store.claim(&s[2], "me", 5, later(60), 5).await.unwrap().len(), 1);
+        let holders = store.holders(&blob(b"a").sha256, &s[1]).await.unwrap();
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0].server, "http://a.test");
+    }
+
+    /// When the first server refuses the blob for good, the next one
+    /// uploads instead of waiting forever.
+    #[tokio::test]
+    async fn mirror_strategy_moves_on_when_the_uploader_fails() {
+        let (store, _dir) = temp_store().await;
+        let s = servers();
+        store.enqueue(&[blob(b"a")], &s, Strategy::Mirror, Retry::Failed).await.unwrap();
+        let job = store.claim(&s[0], "me", 5, later(60), 5).await.unwrap().remove(0);
+        let failed =
+            JobOutcome::Failed { status: Some(413), reason: "too large".into(), bytes_sent: 0 };
+        store.finish(&job, &s[0], "me", &failed).await.unwrap();
+        assert_eq!(store.claim(&s[1], "me", 5, later(60), 5).await.unwrap().len(), 1);
+        assert!(store.claim(&s[2], "me", 5, later(60), 5).await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_claimed_job_is_not_claimed_twice() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a"), blob(b"b")], &[server()]).await.unwrap();
+        store
+            .enqueue(&[blob(b"a"), blob(b"b")], &[server()], Strategy::Upload, Retry::Failed)
+            .await
+            .unwrap();
         let first = store.claim(&server(), "one", 10, later(60), 5).await.unwrap();
         assert_eq!(first.len(), 2);
         assert_eq!(first[0].attempt, 1);
@@ -471,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_lease_is_claimed_again() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         store.claim(&server(), "dead", 10, SystemTime::now(), 5).await.unwrap();
         let again = store.claim(&server(), "alive", 10, later(60), 5).await.unwrap();
         assert_eq!(again.len(), 1);
@@ -481,7 +546,7 @@ mod tests {
     #[tokio::test]
     async fn stored_settles_the_blob() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         let job = store.claim(&server(), "me", 1, later(60), 5).await.unwrap().remove(0);
         let stored = JobOutcome::Stored {
             method: "uploaded",
@@ -489,17 +554,24 @@ mod tests {
             status: Some(201),
             bytes_sent: 1,
         };
-        let progress = store.finish(&job, &server(), "me", &stored).await.unwrap();
+        let progress = store.finish(&job, &server(), "me", &stored).await.unwrap().progress;
         assert_eq!(progress, BlobProgress { stored: 1, pending: 0, failed: 0 });
         assert_eq!(state_of(&store).await, ReplicaState::Stored);
         assert_eq!(store.open_jobs(&[server()]).await.unwrap(), 0);
-        assert_eq!(store.enqueue(&[blob(b"a")], &[server()]).await.unwrap().already_stored, 1);
+        assert_eq!(
+            store
+                .enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed)
+                .await
+                .unwrap()
+                .already_stored,
+            1
+        );
     }
 
     #[tokio::test]
     async fn retry_waits_for_its_time_and_survives_reopen() {
         let (store, dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         let job = store.claim(&server(), "me", 1, later(60), 5).await.unwrap().remove(0);
         let retry = JobOutcome::Retry {
             run_at: later(3600),
@@ -520,25 +592,32 @@ mod tests {
     #[tokio::test]
     async fn failed_is_final_and_named_again_on_the_next_push() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         let job = store.claim(&server(), "me", 1, later(60), 5).await.unwrap().remove(0);
         let failed =
             JobOutcome::Failed { status: Some(413), reason: "too large".into(), bytes_sent: 0 };
-        let progress = store.finish(&job, &server(), "me", &failed).await.unwrap();
+        let progress = store.finish(&job, &server(), "me", &failed).await.unwrap().progress;
         assert_eq!(progress.failed, 1);
         assert!(progress.is_settled());
         let replica = &store.blob_statuses(None).await.unwrap()[0].replicas[0];
         assert_eq!((replica.state, replica.last_status), (ReplicaState::Failed, Some(413)));
         assert_eq!(replica.reason.as_deref(), Some("too large"));
 
-        assert_eq!(store.enqueue(&[blob(b"a")], &[server()]).await.unwrap().jobs, 1);
+        assert_eq!(
+            store
+                .enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed)
+                .await
+                .unwrap()
+                .jobs,
+            1
+        );
         assert_eq!(state_of(&store).await, ReplicaState::Pending);
     }
 
     #[tokio::test]
     async fn a_job_that_keeps_dying_ends_dead_with_a_reason() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         for _ in 0..3 {
             assert_eq!(
                 store.claim(&server(), "crashy", 1, SystemTime::now(), 3).await.unwrap().len(),
@@ -556,7 +635,7 @@ mod tests {
     #[tokio::test]
     async fn released_jobs_give_their_attempt_back() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         let job = store.claim(&server(), "me", 1, later(60), 5).await.unwrap().remove(0);
         store.finish(&job, &server(), "me", &JobOutcome::Released).await.unwrap();
         let again = store.claim(&server(), "me", 1, later(60), 5).await.unwrap();
@@ -566,7 +645,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_runners_leases_come_back_at_once() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         store.register_runner("old", "host", 4242, |_| true).await.unwrap();
         store.claim(&server(), "old", 1, later(3600), 5).await.unwrap();
 
@@ -578,7 +657,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_does_not_overwrite_the_new_owner() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"a")], &[server()]).await.unwrap();
+        store.enqueue(&[blob(b"a")], &[server()], Strategy::Upload, Retry::Failed).await.unwrap();
         let stale =
             store.claim(&server(), "slow", 1, SystemTime::now(), 5).await.unwrap().remove(0);
         store.claim(&server(), "fresh", 1, later(60), 5).await.unwrap();

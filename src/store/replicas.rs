@@ -12,10 +12,28 @@ use super::{Error, Store, to_millis};
 use crate::blob::{LocalBlob, Sha256};
 use crate::blossom::ServerUrl;
 
+/// Creates or updates a replica for new work and returns its state:
+/// `pending` when work is needed. Stored replicas stay stored.
+const UPSERT_REPLICA_RETRY_FAILED: &str = "INSERT INTO replicas (sha256, server, state, created_at, updated_at)
+     VALUES (?1, ?2, 'pending', ?3, ?3)
+     ON CONFLICT (sha256, server) DO UPDATE SET
+         state = CASE WHEN state IN ('failed', 'missing', 'corrupt', 'deleted') THEN 'pending' ELSE state END,
+         updated_at = ?3
+     RETURNING state";
+
+/// As [`UPSERT_REPLICA_RETRY_FAILED`], but failed replicas stay failed.
+const UPSERT_REPLICA_RETRY_LOST: &str =
+    "INSERT INTO replicas (sha256, server, state, created_at, updated_at)
+     VALUES (?1, ?2, 'pending', ?3, ?3)
+     ON CONFLICT (sha256, server) DO UPDATE SET
+         state = CASE WHEN state IN ('missing', 'corrupt') THEN 'pending' ELSE state END,
+         updated_at = ?3
+     RETURNING state";
+
 /// The columns `replica_row` reads.
 macro_rules! replica_columns {
     () => {
-        "sha256, server, state, method, url, reason, last_status, attempts, bytes_sent, updated_at"
+        "sha256, server, state, method, url, reason, last_status, attempts, bytes_sent, updated_at, verified_at"
     };
 }
 
@@ -29,25 +47,75 @@ pub enum ReplicaState {
     Stored,
     /// The server refused it for good, or retries ran out; see the reason.
     Failed,
+    /// Recorded as stored, but the server no longer has it (found by verify).
+    Missing,
+    /// Recorded as stored, but the server serves other bytes (found by verify).
+    Corrupt,
+    /// Deleted from the server on request.
+    Deleted,
 }
 
 impl ReplicaState {
-    fn as_str(self) -> &'static str {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Stored => "stored",
             Self::Failed => "failed",
+            Self::Missing => "missing",
+            Self::Corrupt => "corrupt",
+            Self::Deleted => "deleted",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        match text {
-            "pending" => Some(Self::Pending),
-            "stored" => Some(Self::Stored),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
+        [Self::Pending, Self::Stored, Self::Failed, Self::Missing, Self::Corrupt, Self::Deleted]
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
+}
+
+/// How new work for a blob is ordered across servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Upload to the first server that lacks the blob, then have the others
+    /// fetch it from a server that holds it (`PUT /mirror`), falling back to
+    /// a direct upload where they cannot.
+    #[default]
+    Mirror,
+    /// Upload to every server directly.
+    Upload,
+}
+
+/// Which replicas a new round of work covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Every replica not stored, failed ones included (naming a blob again
+    /// is asking for another try).
+    Failed,
+    /// Only replicas never tried, missing or corrupt (what `repair` does).
+    Lost,
+}
+
+/// A server holding a blob, as a mirror source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The server.
+    pub server: String,
+    /// Its URL for the blob, if its descriptor gave one.
+    pub url: Option<String>,
+}
+
+/// What `verify` found for one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The server has the blob (and, checked deeply, the right bytes).
+    Verified,
+    /// The server does not have it.
+    Missing,
+    /// The server serves other bytes under the hash.
+    Corrupt(String),
 }
 
 /// A blob to register, with where its bytes are.
@@ -84,6 +152,8 @@ pub struct ReplicaStatus {
     pub bytes_sent: u64,
     /// Last change, unix milliseconds.
     pub updated_at: i64,
+    /// When the server last confirmed it holds the blob, unix milliseconds.
+    pub verified_at: Option<i64>,
 }
 
 /// A blob and all its replicas.
@@ -103,7 +173,7 @@ pub struct BlobStatus {
 }
 
 /// Where a blob stands after a replica changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BlobProgress {
     /// Replicas stored.
     pub stored: u32,
@@ -121,12 +191,13 @@ impl BlobProgress {
 }
 
 impl Store {
-    /// Records blobs and, for every server that does not hold them yet, an
-    /// upload job, all in one transaction: after a crash either the whole
-    /// batch is queued or none of it is.
+    /// Records blobs and, for every server that does not hold them yet, a
+    /// job, all in one transaction: after a crash either the whole batch is
+    /// queued or none of it is.
     ///
-    /// Replicas recorded as failed are set back to pending: naming a blob
-    /// again is asking for another try.
+    /// With [`Strategy::Mirror`] and no server holding a blob yet, only the
+    /// first server lacking it (in the given order) gets a runnable job; the
+    /// others wait until some server holds the blob and then mirror it.
     ///
     /// # Errors
     ///
@@ -135,15 +206,21 @@ impl Store {
         &self,
         blobs: &[NewBlob],
         servers: &[ServerUrl],
+        strategy: Strategy,
+        retry: Retry,
     ) -> Result<Enqueued, Error> {
         let now = to_millis(SystemTime::now());
+        let upsert = match retry {
+            Retry::Failed => UPSERT_REPLICA_RETRY_FAILED,
+            Retry::Lost => UPSERT_REPLICA_RETRY_LOST,
+        };
         let mut tx = self.write().await?;
         let mut done = Enqueued::default();
         for blob in blobs {
-            let source = blob.path.to_str().map(str::to_owned);
+            let source = blob.path.to_str().filter(|p| !p.is_empty()).map(str::to_owned);
             sqlx::query(
                 "INSERT INTO blobs (sha256, size, mime, source, created_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (sha256) DO UPDATE SET source = coalesce(excluded.source, source)",
+                 ON CONFLICT (sha256) DO UPDATE SET source = coalesce(excluded.source, source), deleted_at = NULL",
             )
             .bind(blob.sha256.to_hex())
             .bind(blob.size as i64)
@@ -155,39 +232,189 @@ impl Store {
             .map_err(|e| self.sql(e))?;
 
             for server in servers {
-                let state: String = sqlx::query_scalar(
-                    "INSERT INTO replicas (sha256, server, state, created_at, updated_at)
-                     VALUES (?1, ?2, 'pending', ?3, ?3)
-                     ON CONFLICT (sha256, server) DO UPDATE SET
-                         state = CASE state WHEN 'failed' THEN 'pending' ELSE state END,
-                         updated_at = CASE state WHEN 'failed' THEN ?3 ELSE updated_at END
-                     RETURNING state",
-                )
-                .bind(blob.sha256.to_hex())
-                .bind(server.as_str())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.sql(e))?;
-                if state == ReplicaState::Stored.as_str() {
-                    done.already_stored += 1;
+                let state: String = sqlx::query_scalar(upsert)
+                    .bind(blob.sha256.to_hex())
+                    .bind(server.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.sql(e))?;
+                if state != ReplicaState::Pending.as_str() {
+                    done.already_stored += u64::from(state == ReplicaState::Stored.as_str());
                     continue;
                 }
+                let job_state = match strategy {
+                    Strategy::Upload => "queued",
+                    Strategy::Mirror => "waiting",
+                };
                 let inserted = sqlx::query(
                     "INSERT OR IGNORE INTO jobs (sha256, server, kind, state, run_at, created_at, updated_at)
-                     VALUES (?1, ?2, 'upload', 'queued', ?3, ?3, ?3)",
+                     VALUES (?1, ?2, 'upload', ?3, ?4, ?4, ?4)",
                 )
                 .bind(blob.sha256.to_hex())
                 .bind(server.as_str())
+                .bind(job_state)
                 .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
                 done.jobs += inserted.rows_affected();
             }
+            self.release_waiting(&mut tx, &blob.sha256, now).await?;
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(done)
+    }
+
+    /// Keeps a blob's waiting jobs moving (returns how many it released): once some server holds the blob
+    /// they all become runnable (they will mirror it); while none does and
+    /// no job of the blob is running, the first waiting one becomes
+    /// runnable (it will upload).
+    pub(crate) async fn release_waiting(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        hash: &Sha256,
+        now: i64,
+    ) -> Result<u64, Error> {
+        let released = sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
+             WHERE sha256 = ?1 AND state = 'waiting'
+               AND (EXISTS (SELECT 1 FROM replicas WHERE sha256 = ?1 AND state = 'stored')
+                    OR (id = (SELECT min(id) FROM jobs WHERE sha256 = ?1 AND state = 'waiting')
+                        AND NOT EXISTS (SELECT 1 FROM jobs WHERE sha256 = ?1 AND state IN ('queued', 'leased'))))",
+        )
+        .bind(hash.to_hex())
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.sql(e))?;
+        Ok(released.rows_affected())
+    }
+
+    /// Every blob not deleted, with where its bytes are (an empty path when
+    /// no local copy is known), for `repair`.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn known_blobs(&self) -> Result<Vec<LocalBlob>, Error> {
+        let rows = sqlx::query(
+            "SELECT sha256, size, mime, source FROM blobs WHERE deleted_at IS NULL ORDER BY created_at, sha256",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        rows.iter()
+            .map(|row| {
+                let status = self.blob_row(row)?;
+                Ok(LocalBlob {
+                    sha256: status.sha256,
+                    size: status.size,
+                    mime: status.mime,
+                    path: status.source.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Servers that hold a blob, other than `except`, oldest copy first.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn holders(&self, hash: &Sha256, except: &ServerUrl) -> Result<Vec<Holder>, Error> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT server, url FROM replicas WHERE sha256 = ? AND state = 'stored' AND server != ?
+             ORDER BY stored_at",
+        )
+        .bind(hash.to_hex())
+        .bind(except.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        Ok(rows.into_iter().map(|(server, url)| Holder { server, url }).collect())
+    }
+
+    /// Records what `verify` found for one replica.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn record_verification(
+        &self,
+        hash: &Sha256,
+        server: &ServerUrl,
+        found: &Verification,
+    ) -> Result<(), Error> {
+        let now = to_millis(SystemTime::now());
+        let (state, reason) = match found {
+            Verification::Verified => ("stored", None),
+            Verification::Missing => {
+                ("missing", Some("not found on the server by verify".to_owned()))
+            }
+            Verification::Corrupt(detail) => ("corrupt", Some(detail.clone())),
+        };
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE replicas SET state = ?3, reason = ?4, verified_at = ?5, updated_at = ?5
+             WHERE sha256 = ?1 AND server = ?2",
+        )
+        .bind(hash.to_hex())
+        .bind(server.as_str())
+        .bind(state)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| self.sql(e))
+    }
+
+    /// Records that a blob was deleted from a server (`gone`: a later
+    /// `HEAD` confirmed it), and cancels work not yet started for it there.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn record_deletion(
+        &self,
+        hash: &Sha256,
+        server: &ServerUrl,
+        reason: Option<&str>,
+    ) -> Result<(), Error> {
+        let now = to_millis(SystemTime::now());
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE replicas SET state = 'deleted', reason = ?3, url = NULL, updated_at = ?4
+             WHERE sha256 = ?1 AND server = ?2",
+        )
+        .bind(hash.to_hex())
+        .bind(server.as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead', last_error = 'deleted on request', updated_at = ?3
+             WHERE sha256 = ?1 AND server = ?2 AND state IN ('queued', 'waiting')",
+        )
+        .bind(hash.to_hex())
+        .bind(server.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        sqlx::query(
+            "UPDATE blobs SET deleted_at = ?2 WHERE sha256 = ?1
+               AND NOT EXISTS (SELECT 1 FROM replicas WHERE sha256 = ?1 AND state != 'deleted')",
+        )
+        .bind(hash.to_hex())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| self.sql(e))
     }
 
     /// Every blob with its replicas, or only the named ones (unknown hashes
@@ -287,7 +514,18 @@ impl Store {
             attempts: row.get::<i64, _>("attempts") as u32,
             bytes_sent: row.get::<i64, _>("bytes_sent") as u64,
             updated_at: row.get("updated_at"),
+            verified_at: row.get("verified_at"),
         })
+    }
+
+    /// Where a blob stands: its replicas counted by state.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn progress(&self, hash: &Sha256) -> Result<BlobProgress, Error> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.sql(e))?;
+        self.blob_progress(&mut conn, hash).await
     }
 
     /// Counts a blob's replicas by state.
@@ -331,6 +569,41 @@ impl Store {
         Ok(name.flatten().as_deref().and_then(crate::blossom::TokenEncoding::from_name))
     }
 
+    /// Whether a server answered `/mirror` as not implemented.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn mirror_unsupported(&self, server: &ServerUrl) -> Result<bool, Error> {
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT mirror_unsupported FROM servers WHERE url = ?")
+                .bind(server.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.sql(e))?;
+        Ok(flag.unwrap_or(0) != 0)
+    }
+
+    /// Remembers that a server does not implement `/mirror`, so later blobs
+    /// go straight to upload.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn set_mirror_unsupported(&self, server: &ServerUrl) -> Result<(), Error> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO servers (url, mirror_unsupported, updated_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (url) DO UPDATE SET mirror_unsupported = 1, updated_at = ?2",
+        )
+        .bind(server.as_str())
+        .bind(to_millis(SystemTime::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| self.sql(e))
+    }
+
     /// Remembers the token encoding a server accepted.
     ///
     /// # Errors
@@ -360,6 +633,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
+    use crate::store::{Retry, Strategy};
 
     pub(crate) fn blob(content: &[u8]) -> NewBlob {
         NewBlob {
@@ -378,9 +652,11 @@ mod tests {
     async fn enqueue_creates_one_job_per_server_once() {
         let (store, _dir) = temp_store().await;
         let blobs = [blob(b"one"), blob(b"two")];
-        let first = store.enqueue(&blobs, &servers()).await.unwrap();
+        let first =
+            store.enqueue(&blobs, &servers(), Strategy::Upload, Retry::Failed).await.unwrap();
         assert_eq!(first, Enqueued { jobs: 4, already_stored: 0 });
-        let again = store.enqueue(&blobs, &servers()).await.unwrap();
+        let again =
+            store.enqueue(&blobs, &servers(), Strategy::Upload, Retry::Failed).await.unwrap();
         assert_eq!(again, Enqueued { jobs: 0, already_stored: 0 });
 
         let statuses = store.blob_statuses(None).await.unwrap();
@@ -392,7 +668,7 @@ mod tests {
     #[tokio::test]
     async fn statuses_for_named_hashes_skip_unknown_ones() {
         let (store, _dir) = temp_store().await;
-        store.enqueue(&[blob(b"one")], &servers()).await.unwrap();
+        store.enqueue(&[blob(b"one")], &servers(), Strategy::Upload, Retry::Failed).await.unwrap();
         let wanted = [Sha256::digest(b"one"), Sha256::digest(b"unknown")];
         let statuses = store.blob_statuses(Some(&wanted)).await.unwrap();
         assert_eq!(statuses.len(), 1);

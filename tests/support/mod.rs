@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fault_server;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -273,4 +275,29 @@ pub fn status_json(db: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+}
+
+/// Runs a command off the async threads, so servers running in this test's
+/// runtime keep answering while the command waits on them.
+pub async fn run_async(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run blossom-replicator"))
+        .await
+        .unwrap()
+}
+
+/// The state of every replica, as (sha256, server, state, method).
+pub fn replica_states(db: &Path) -> Vec<(String, String, String, String)> {
+    let status = status_json(db);
+    let mut out = Vec::new();
+    for blob in status["blobs"].as_array().unwrap() {
+        for replica in blob["replicas"].as_array().unwrap() {
+            out.push((
+                blob["sha256"].as_str().unwrap().to_owned(),
+                replica["server"].as_str().unwrap().to_owned(),
+                replica["state"].as_str().unwrap().to_owned(),
+                replica["method"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out
 }
