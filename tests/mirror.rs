@@ -57,7 +57,7 @@ async fn mirror_first_sends_one_copy_to_three_real_servers() {
     let urls: Vec<&str> = servers.iter().map(|x| x.url.as_str()).collect();
     let input = s.work.path().join("input");
     copy_real_files(Path::new("/usr/share/common-licenses"), &input, 100);
-    write_random_file(&input.join("large.bin"), 20 * 1024 * 1024, 11);
+    write_random_file(&input.join("large.bin"), 200 * 1024 * 1024, 11);
 
     let output =
         run_async(s.command(&urls, &["push", "-r", "--json", input.to_str().unwrap()])).await;
@@ -196,16 +196,9 @@ async fn verify_catches_a_lost_blob_and_repair_fills_a_new_server() {
     let output = run_async(s.command(&urls[..3], &["push", "-r", input.to_str().unwrap()])).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 
-    // Someone deletes one blob from the second server, not through us.
+    // Someone removes one blob from the second server's storage by hand.
     let victim = replica_states(&s.db)[0].0.clone();
-    let signer = std::sync::Arc::new(s.key.signer.clone());
-    let client = blossom_replicator::blossom::ServerClient::new(
-        blossom_replicator::ServerUrl::parse(urls[1]).unwrap(),
-        signer,
-        Default::default(),
-    )
-    .unwrap();
-    client.delete(&victim.parse().unwrap(), Default::default()).await.unwrap();
+    std::fs::remove_file(servers[1].dir.path().join(format!("blobs/{victim}.blob"))).unwrap();
 
     let output = run_async(s.command(&urls[..3], &["verify"])).await;
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));

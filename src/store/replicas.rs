@@ -170,6 +170,8 @@ pub struct BlobStatus {
     pub source: Option<PathBuf>,
     /// One entry per server, ordered by server URL.
     pub replicas: Vec<ReplicaStatus>,
+    /// Body bytes this machine sent for the blob, over all servers.
+    pub bytes_sent: u64,
 }
 
 /// Where a blob stands after a replica changed.
@@ -471,6 +473,7 @@ impl Store {
             }
             for blob in blobs {
                 blob.replicas = by_hash.remove(&blob.sha256.to_hex()).unwrap_or_default();
+                blob.bytes_sent = blob.replicas.iter().map(|r| r.bytes_sent).sum();
             }
             return Ok(());
         }
@@ -486,6 +489,7 @@ impl Store {
             .map_err(|e| self.sql(e))?;
             blob.replicas =
                 rows.iter().map(|row| self.replica_row(row)).collect::<Result<_, _>>()?;
+            blob.bytes_sent = blob.replicas.iter().map(|r| r.bytes_sent).sum();
         }
         Ok(())
     }
@@ -498,6 +502,7 @@ impl Store {
             mime: row.get("mime"),
             source: row.get::<Option<String>, _>("source").map(PathBuf::from),
             replicas: Vec::new(),
+            bytes_sent: 0,
         })
     }
 
