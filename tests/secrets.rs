@@ -33,11 +33,22 @@ async fn the_secret_key_appears_nowhere() {
     }
     let mut command = cli(None);
     command.env("RUST_LOG", "trace").arg("--key-file").arg(&key_file);
-    command.arg("--config").arg(&config).arg("--db").arg(work.path().join("db-2.db")).arg("push").arg(&file);
+    command
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(work.path().join("db-2.db"))
+        .arg("push")
+        .arg(&file);
     outputs.push((run_async(command).await, work.path().join("db-2.db")));
 
     for (output, db) in &outputs {
-        assert_eq!(output.status.code(), Some(1), "one server refuses: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "one server refuses: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let mut everything = output.stdout.clone();
         everything.extend_from_slice(&output.stderr);
         for suffix in ["", "-wal", "-shm"] {
