@@ -293,7 +293,8 @@ struct RawRetry {
 struct RawTimeouts {
     connect: Option<String>,
     request: Option<String>,
-    upload_base: Option<String>,
+    stall: Option<String>,
+    response: Option<String>,
     min_throughput: Option<u64>,
 }
 
@@ -355,11 +356,8 @@ impl RawConfig {
         let timeouts = Timeouts {
             connect: duration("timeouts.connect", self.timeouts.connect, t.connect)?,
             request: duration("timeouts.request", self.timeouts.request, t.request)?,
-            upload_base: duration(
-                "timeouts.upload_base",
-                self.timeouts.upload_base,
-                t.upload_base,
-            )?,
+            stall: duration("timeouts.stall", self.timeouts.stall, t.stall)?,
+            response: duration("timeouts.response", self.timeouts.response, t.response)?,
             min_throughput: match self.timeouts.min_throughput {
                 Some(0) => return Err(err("timeouts.min_throughput", "must be at least 1".into())),
                 Some(n) => n,

@@ -31,14 +31,19 @@ const MAX_ERROR_BODY: usize = 4 * 1024;
 pub struct Timeouts {
     /// Establishing a connection.
     pub connect: Duration,
-    /// Whole small requests (`HEAD`, descriptor-sized answers).
+    /// Whole small requests (`HEAD`, `DELETE`).
     pub request: Duration,
-    /// An upload's fixed allowance, on top of the time its size needs at
-    /// the minimum throughput. Covers the server's think time after the
-    /// last byte (field case B08).
-    pub upload_base: Duration,
-    /// The slowest transfer rate (bytes per second) an upload is allowed
-    /// before it counts as stalled.
+    /// An upload that hands no byte to the connection for this long has
+    /// stalled (the server stopped reading) and is cut. There is no total
+    /// limit: a large upload over a slow link runs as long as it moves.
+    pub stall: Duration,
+    /// How long the server may think after the last byte of a body before
+    /// it answers (storing and hashing a large blob takes time; field case
+    /// B08).
+    pub response: Duration,
+    /// For transfers the server makes (mirror) or that are read whole
+    /// (downloads): the slowest rate, in bytes per second, they are allowed
+    /// on top of `response`.
     pub min_throughput: u64,
 }
 
@@ -47,16 +52,18 @@ impl Default for Timeouts {
         Self {
             connect: Duration::from_secs(10),
             request: Duration::from_secs(30),
-            upload_base: Duration::from_secs(120),
+            stall: Duration::from_secs(30),
+            response: Duration::from_secs(120),
             min_throughput: 64 * 1024,
         }
     }
 }
 
 impl Timeouts {
-    /// Total time allowed for uploading `size` bytes.
-    pub fn upload(&self, size: u64) -> Duration {
-        self.upload_base + Duration::from_secs(size / self.min_throughput.max(1))
+    /// Total time allowed for a transfer of `size` bytes that we cannot
+    /// watch byte by byte.
+    pub fn transfer(&self, size: u64) -> Duration {
+        self.response + Duration::from_secs(size / self.min_throughput.max(1))
     }
 }
 
@@ -177,7 +184,8 @@ impl ServerClient {
     ) -> Result<UploadReceipt, Error> {
         let body = file_chunks(blob).await?;
         let bad = Arc::new(AtomicBool::new(false));
-        let result = self.put_upload(blob, verified(body, blob, sent, bad.clone()), encoding).await;
+        let result =
+            self.put_upload(blob, |p| verified(body, blob, sent, bad.clone(), p), encoding).await;
         if bad.load(Ordering::SeqCst) {
             return Err(source_changed(&blob.path, "its bytes no longer match the hash"));
         }
@@ -200,7 +208,7 @@ impl ServerClient {
         encoding: TokenEncoding,
         sent: Arc<AtomicU64>,
     ) -> Result<UploadReceipt, Error> {
-        let response = self.get(source, &blob.sha256, encoding).await?;
+        let response = self.get(source, &blob.sha256, blob.size, encoding).await?;
         if content_length(&response).is_some_and(|len| len != blob.size) {
             return Err(Error::WrongBytes { url: source.to_owned(), expected: blob.sha256 });
         }
@@ -208,7 +216,7 @@ impl ServerClient {
             response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
         let bad = Arc::new(AtomicBool::new(false));
         let result =
-            self.put_upload(blob, verified(chunks, blob, sent, bad.clone()), encoding).await;
+            self.put_upload(blob, |p| verified(chunks, blob, sent, bad.clone(), p), encoding).await;
         if bad.load(Ordering::SeqCst) {
             return Err(Error::WrongBytes { url: source.to_owned(), expected: blob.sha256 });
         }
@@ -219,24 +227,28 @@ impl ServerClient {
     async fn put_upload(
         &self,
         blob: &LocalBlob,
-        body: reqwest::Body,
+        body: impl FnOnce(Arc<SendProgress>) -> reqwest::Body,
         encoding: TokenEncoding,
     ) -> Result<UploadReceipt, Error> {
         let url = self.server.endpoint("upload");
-        let lifetime = self.timeouts.upload(blob.size) + Duration::from_secs(60);
+        let lifetime = self.timeouts.transfer(blob.size) + Duration::from_secs(60);
         let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
-        let response = self
+        let progress = Arc::new(SendProgress::default());
+        let request = self
             .http
             .put(url.clone())
-            .timeout(self.timeouts.upload(blob.size))
             .header(AUTHORIZATION, token)
             .header(CONTENT_TYPE, &blob.mime)
             .header(CONTENT_LENGTH, blob.size)
             .header("X-SHA-256", blob.sha256.to_hex())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::transport(Endpoint::Upload, url.as_str(), e))?;
+            .body(body(progress.clone()))
+            .send();
+        let response = tokio::select! {
+            response = request => response.map_err(|e| Error::transport(Endpoint::Upload, url.as_str(), e))?,
+            stalled = watchdog(&progress, self.timeouts) => {
+                return Err(Error::Stalled { url: url.to_string(), detail: stalled });
+            }
+        };
         let status = response.status();
         if !status.is_success() {
             return Err(status_error(Endpoint::Upload, url.as_str(), response).await);
@@ -261,13 +273,13 @@ impl ServerClient {
         encoding: TokenEncoding,
     ) -> Result<UploadReceipt, Error> {
         let url = self.server.endpoint("mirror");
-        let lifetime = self.timeouts.upload(blob.size) + Duration::from_secs(60);
+        let lifetime = self.timeouts.transfer(blob.size) + Duration::from_secs(60);
         let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
         let body = serde_json::json!({ "url": source }).to_string();
         let response = self
             .http
             .put(url.clone())
-            .timeout(self.timeouts.upload(blob.size))
+            .timeout(self.timeouts.transfer(blob.size))
             .header(AUTHORIZATION, token)
             .header(CONTENT_TYPE, "application/json")
             .body(body)
@@ -307,7 +319,8 @@ impl ServerClient {
     }
 
     /// Downloads a blob from this server and hashes it, with constant
-    /// memory. `None` when the server does not have it.
+    /// memory (`size` is the expected length, which sets the time allowed).
+    /// `None` when the server does not have it.
     ///
     /// # Errors
     ///
@@ -315,10 +328,11 @@ impl ServerClient {
     pub async fn fetch_hash(
         &self,
         hash: &Sha256,
+        size: u64,
         encoding: TokenEncoding,
     ) -> Result<Option<(Sha256, u64)>, Error> {
         let url = self.server.blob(hash);
-        let response = match self.get(url.as_str(), hash, encoding).await {
+        let response = match self.get(url.as_str(), hash, size, encoding).await {
             Ok(response) => response,
             Err(Error::Status { status: StatusCode::NOT_FOUND, .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -337,10 +351,11 @@ impl ServerClient {
         &self,
         url: &str,
         hash: &Sha256,
+        size: u64,
         encoding: TokenEncoding,
     ) -> Result<Response, Error> {
         let send = |token: Option<String>| {
-            let mut request = self.http.get(url).timeout(self.timeouts.upload(0));
+            let mut request = self.http.get(url).timeout(self.timeouts.transfer(size));
             if let Some(token) = token {
                 request = request.header(AUTHORIZATION, token);
             }
@@ -440,11 +455,12 @@ fn verified(
     blob: &LocalBlob,
     sent: Arc<AtomicU64>,
     bad: Arc<AtomicBool>,
+    progress: Arc<SendProgress>,
 ) -> reqwest::Body {
     let (expected, size) = (blob.sha256, blob.size);
     let stream =
         futures_util::stream::unfold(Some((chunks, StreamHasher::default())), move |state| {
-            let (sent, bad) = (sent.clone(), bad.clone());
+            let (sent, bad, progress) = (sent.clone(), bad.clone(), progress.clone());
             async move {
                 let (mut chunks, mut hasher) = state?;
                 let outcome = match chunks.next().await {
@@ -462,6 +478,7 @@ fn verified(
                             Err(changed_error(&bad, "hash differs"))
                         } else {
                             sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            progress.moved(hasher.len() == size);
                             Ok(chunk)
                         }
                     }
@@ -471,6 +488,60 @@ fn verified(
             }
         });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// How far a streamed body has got, for the stall watchdog.
+#[derive(Debug)]
+struct SendProgress {
+    start: std::time::Instant,
+    /// Milliseconds after `start` when the last chunk was handed over.
+    last_ms: AtomicU64,
+    /// Milliseconds after `start` when the last byte was handed over, or 0.
+    done_ms: AtomicU64,
+}
+
+impl Default for SendProgress {
+    fn default() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SendProgress {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn moved(&self, finished: bool) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if finished {
+            self.done_ms.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Resolves when an upload has stopped moving: no byte handed to the
+/// connection for `stall`, or no answer `response` after the last byte.
+/// While bytes flow it never fires, however long the upload takes.
+async fn watchdog(progress: &SendProgress, timeouts: Timeouts) -> String {
+    let tick = (timeouts.stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = progress.now_ms();
+        let done = progress.done_ms.load(Ordering::Relaxed);
+        if done > 0 {
+            if now - done > timeouts.response.as_millis() as u64 {
+                return format!("no answer {:?} after the last byte", timeouts.response);
+            }
+        } else if now - progress.last_ms.load(Ordering::Relaxed) > timeouts.stall.as_millis() as u64
+        {
+            return format!("the server took no data for {:?}", timeouts.stall);
+        }
+    }
 }
 
 fn changed_error(changed: &AtomicBool, detail: &str) -> std::io::Error {

@@ -93,6 +93,15 @@ pub enum Error {
         /// Payment methods offered with a 402 (`X-Cashu`, `X-Lightning`, …).
         payment: Vec<(String, String)>,
     },
+    /// An upload stopped moving: the server took no data, or gave no answer
+    /// after the last byte, for too long.
+    #[error("PUT {url}: stalled: {detail}")]
+    Stalled {
+        /// The request URL.
+        url: String,
+        /// Which wait ran out.
+        detail: String,
+    },
     /// The server answered success with a body that is not a descriptor.
     #[error("{} {url}: unreadable descriptor ({detail})", endpoint.method())]
     BadDescriptor {
@@ -144,7 +153,7 @@ impl Error {
     /// How the retry loop should treat this failure.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Transport { .. } => ErrorClass::Transient,
+            Self::Transport { .. } | Self::Stalled { .. } => ErrorClass::Transient,
             Self::Status { endpoint, status, .. } => classify_status(*endpoint, *status),
             Self::BadDescriptor { .. } | Self::WrongBytes { .. } => ErrorClass::Transient,
             Self::Integrity { .. }

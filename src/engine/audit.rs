@@ -111,7 +111,7 @@ async fn check(
     deep: bool,
 ) -> Result<Verification, String> {
     if deep {
-        return match client.fetch_hash(hash, encoding).await.map_err(|e| e.to_string())? {
+        return match client.fetch_hash(hash, size, encoding).await.map_err(|e| e.to_string())? {
             None => Ok(Verification::Missing),
             Some((got, len)) if got == *hash && len == size => Ok(Verification::Verified),
             Some((got, len)) => {

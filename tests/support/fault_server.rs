@@ -18,6 +18,10 @@ pub enum Reply {
     Status { code: u16, headers: Vec<(String, String)>, body: String },
     /// Store normally, but answer with a descriptor naming other bytes.
     WrongDescriptor,
+    /// Read this many body bytes, then stop reading and never answer.
+    StallAfter(usize),
+    /// Read the whole body, think this long, then answer normally.
+    Think(std::time::Duration),
 }
 
 impl Reply {
@@ -115,7 +119,9 @@ struct Request {
     body: Vec<u8>,
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+/// Reads the request line and headers; the body's first bytes, read with
+/// them, are returned in `body`.
+async fn read_head(stream: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
@@ -136,21 +142,32 @@ async fn read_request(stream: &mut TcpStream) -> Option<Request> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let mut body = buf[head_end + 4..].to_vec();
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    while body.len() < len {
+    let body = buf[head_end + 4..].to_vec();
+    Some(Request { method, path, headers, body })
+}
+
+/// Reads body bytes until `limit` (or the declared length) have arrived.
+async fn read_body(
+    stream: &mut TcpStream,
+    request: &mut Request,
+    limit: Option<usize>,
+) -> Option<()> {
+    let len: usize =
+        request.headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let want = limit.map_or(len, |l| l.min(len));
+    while request.body.len() < want {
         let mut chunk = vec![0u8; 64 * 1024];
         let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
             return None;
         }
-        body.extend_from_slice(&chunk[..n]);
+        request.body.extend_from_slice(&chunk[..n]);
     }
-    Some(Request { method, path, headers, body })
+    Some(())
 }
 
 async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
-    let Some(request) = read_request(&mut stream).await else { return };
+    let Some(mut request) = read_head(&mut stream).await else { return };
     let scripted = {
         let mut state = state.lock().unwrap();
         state.requests.push((request.method.clone(), request.path.clone()));
@@ -166,7 +183,19 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
             r.reply.clone()
         })
     };
+    if let Some(Reply::StallAfter(n)) = scripted {
+        let _ = read_body(&mut stream, &mut request, Some(n)).await;
+        std::future::pending::<()>().await;
+    }
+    if read_body(&mut stream, &mut request, None).await.is_none() {
+        return;
+    }
     let (code, headers, body) = match scripted {
+        Some(Reply::StallAfter(_)) => unreachable!("handled above"),
+        Some(Reply::Think(wait)) => {
+            tokio::time::sleep(wait).await;
+            normal(&request, &base, &state).await
+        }
         Some(Reply::Status { code, headers, body }) => (code, headers, body.into_bytes()),
         Some(Reply::WrongDescriptor) => {
             let (code, _, _) = normal(&request, &base, &state).await;
