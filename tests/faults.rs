@@ -70,3 +70,39 @@ async fn b08_think_time_is_waited_for_and_a_stalled_upload_is_cut_and_retried() 
     assert!(stderr.contains("stalled"), "the retry says why: {stderr}");
     assert_eq!(replica_states(&db)[0].2, "stored");
 }
+
+/// A file that changes between hashing and upload is caught from the
+/// streamed bytes before its last byte leaves; that blob fails with a
+/// clear reason, the other blob of the push goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_after_hashing_fails_alone_with_a_clear_reason() {
+    let key = TestKey::new();
+    let server = FaultServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), &[&server.url], FAST_TIMEOUTS);
+    let steady = work.path().join("steady.txt");
+    std::fs::write(&steady, "this one stays as it is\n").unwrap();
+    let changing = work.path().join("changing.bin");
+    write_random_file(&changing, 2 * 1024 * 1024, 3);
+    let original = blossom_replicator::Sha256::digest(&std::fs::read(&changing).unwrap()).to_hex();
+
+    // The existence check of the changing blob takes a second: long enough
+    // to rewrite the file after it was hashed and before it is sent.
+    server.rule("HEAD", &format!("/{original}"), None, Reply::Think(Duration::from_secs(1)));
+    let db = work.path().join("replicator.db");
+    let mut command = cli(Some(&key));
+    command.arg("--config").arg(&config).arg("--db").arg(&db).arg("push").arg(&steady).arg(&changing);
+    let child = tokio::task::spawn_blocking(move || command.output().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_random_file(&changing, 2 * 1024 * 1024, 4);
+    let output = child.await.unwrap();
+
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("changed since it was hashed"), "{stdout}");
+    assert!(server.blob(&original).is_none(), "the changed bytes were not stored");
+    let states = replica_states(&db);
+    let steady_hash = blossom_replicator::Sha256::digest(b"this one stays as it is\n").to_hex();
+    assert!(states.iter().any(|r| r.0 == steady_hash && r.2 == "stored"), "{states:?}");
+    assert!(states.iter().any(|r| r.0 == original && r.2 == "failed"), "{states:?}");
+}
