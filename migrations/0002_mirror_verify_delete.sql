@@ -19,3 +19,11 @@ CREATE INDEX jobs_by_blob ON jobs (sha256, state);
 DROP INDEX jobs_open;
 CREATE UNIQUE INDEX jobs_open ON jobs (sha256, server, kind)
     WHERE state IN ('queued', 'leased', 'waiting');
+
+-- 1 when the replica failed because its retries ran out on transient
+-- errors (the server may be back later), not because it was refused.
+ALTER TABLE replicas ADD COLUMN gave_up INTEGER NOT NULL DEFAULT 0;
+
+-- The source path's bytes when they are not valid UTF-8 (`source` then
+-- holds a lossy form for display).
+ALTER TABLE blobs ADD COLUMN source_raw BLOB;

@@ -169,6 +169,12 @@ pub enum InputError {
         /// The path as given.
         path: PathBuf,
     },
+    /// A symbolic link whose target does not exist.
+    #[error("{}: broken symbolic link", path.display())]
+    BrokenLink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A directory was named without asking for recursion.
     #[error("{} is a directory (pass -r/--recursive to push the files in it)", path.display())]
     Directory {
@@ -200,6 +206,9 @@ pub enum InputError {
 impl InputError {
     fn from_io(path: &Path, source: io::Error) -> Self {
         match source.kind() {
+            io::ErrorKind::NotFound if path.symlink_metadata().is_ok() => {
+                Self::BrokenLink { path: path.to_owned() }
+            }
             io::ErrorKind::NotFound => Self::NotFound { path: path.to_owned() },
             _ => Self::Unreadable { path: path.to_owned(), source },
         }
@@ -209,6 +218,7 @@ impl InputError {
     pub fn path(&self) -> &Path {
         match self {
             Self::NotFound { path }
+            | Self::BrokenLink { path }
             | Self::Directory { path }
             | Self::SymlinkLoop { path }
             | Self::NotAFile { path }

@@ -87,7 +87,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 8,
+            max_attempts: 12,
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(600),
             max_retry_after: Duration::from_secs(3600),
@@ -365,6 +365,17 @@ impl RawConfig {
             },
         };
 
+        for (key, value) in [
+            ("timeouts.connect", timeouts.connect),
+            ("timeouts.request", timeouts.request),
+            ("timeouts.stall", timeouts.stall),
+            ("timeouts.response", timeouts.response),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be longer than zero".into()));
+            }
+        }
+
         let q = QueueConfig::default();
         let queue = QueueConfig {
             lease: duration("queue.lease", self.queue.lease, q.lease)?,
@@ -475,6 +486,7 @@ mod tests {
             ("[retry]\nmin_delay = \"soon\"", "retry.min_delay"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
             ("[queue]\nlease = \"-5s\"", "queue.lease"),
+            ("[timeouts]\nconnect = \"0s\"", "timeouts.connect"),
             ("[defaults]\ntoken_encoding = \"hex\"", "token_encoding = \"hex\""),
             ("[[servers]]\nurl = \"http://a\"\nspeed = 3", "speed"),
             ("[replication]\nstrategy = \"teleport\"", "strategy = \"teleport\""),

@@ -91,7 +91,14 @@ async fn a_file_changed_after_hashing_fails_alone_with_a_clear_reason() {
     server.rule("HEAD", &format!("/{original}"), None, Reply::Think(Duration::from_secs(1)));
     let db = work.path().join("replicator.db");
     let mut command = cli(Some(&key));
-    command.arg("--config").arg(&config).arg("--db").arg(&db).arg("push").arg(&steady).arg(&changing);
+    command
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .arg("push")
+        .arg(&steady)
+        .arg(&changing);
     let child = tokio::task::spawn_blocking(move || command.output().unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
     write_random_file(&changing, 2 * 1024 * 1024, 4);

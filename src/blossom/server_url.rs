@@ -38,7 +38,7 @@ impl ServerUrl {
     /// carry credentials (they would end up in logs and the database).
     pub fn parse(input: &str) -> Result<Self, ServerUrlError> {
         let trimmed = input.trim();
-        let error = |problem| ServerUrlError { input: input.to_owned(), problem };
+        let error = |problem| ServerUrlError { input: redact_userinfo(input), problem };
         if trimmed.is_empty() {
             return Err(error("empty"));
         }
@@ -87,6 +87,17 @@ impl ServerUrl {
     /// `GET`/`HEAD`/`DELETE` address of a blob.
     pub(crate) fn blob(&self, hash: &Sha256) -> Url {
         self.endpoint(&hash.to_hex())
+    }
+}
+
+/// The input with any `user:password@` replaced, so that an error about a
+/// URL with credentials does not print them.
+fn redact_userinfo(input: &str) -> String {
+    let Some((scheme, rest)) = input.split_once("://") else { return input.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => input.to_owned(),
     }
 }
 
@@ -175,12 +186,12 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_blossom_server() {
-        for bad in
-            ["", "   ", "wss://relay.example", "ftp://x", "https://", "https://u:p@h.example"]
-        {
+        for bad in ["", "   ", "wss://relay.example", "ftp://x", "https://"] {
             let err = ServerUrl::parse(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
+        let err = ServerUrl::parse("https://user:hunter2@h.example/x").unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && err.contains("***@h.example"), "{err}");
     }
 
     /// Field case B20: the same server written several ways appears once, in

@@ -90,8 +90,25 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    eprintln!("error: {}", one_line(error));
     ExitCode::from(2)
+}
+
+/// The error and its causes on one line, leaving out causes whose text the
+/// line already contains (many messages name their cause themselves).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode> {

@@ -115,6 +115,10 @@ pub(crate) async fn run(
     let min_copies = config.min_copies();
     let replicator = Replicator::start(config, Arc::new(signer)).await?;
     let events = replicator.subscribe();
+    let requeued = replicator.retry_gave_up().await?;
+    if requeued > 0 {
+        tracing::info!(replicas = requeued, "trying again the replicas whose retries ran out");
+    }
     if repair {
         let queued = replicator.repair().await?;
         tracing::info!(jobs = queued.jobs, "queued what was missing");
@@ -134,11 +138,24 @@ async fn finish(
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let stop = replicator.stop_token();
+    let done = async {
+        match &hashes {
+            Some(hashes) => replicator.wait_settled(hashes).await,
+            None => replicator.wait_idle().await,
+        }
+    };
     let interrupted = tokio::select! {
-        result = replicator.wait_idle() => { result?; false }
+        result = done => { result?; false }
         () = shutdown_signal() => {
-            tracing::warn!("stopping: letting requests in flight finish, returning the rest to the queue");
+            tracing::warn!("stopping: letting requests in flight finish, returning the rest to the queue (again to stop at once)");
             stop.cancel();
+            // A second signal stops at once; leases of the work in flight
+            // are taken back by the next run on this machine.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                eprintln!("stopped at once; `blossom-replicator run` resumes");
+                std::process::exit(130);
+            });
             true
         }
     };
@@ -157,6 +174,24 @@ async fn finish(
         summary.print(interrupted);
     }
     Ok(if summary.is_safe() && !interrupted { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A failure reason with blob hashes blanked, so that one cause shared by
+/// many blobs is shown once with its count.
+fn group_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut run = String::new();
+    for c in reason.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() == 64 { "<sha256>" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
 }
 
 /// Hashes files a few at a time off the async threads, in order, dropping
@@ -254,7 +289,7 @@ impl Summary {
                 ReplicaState::Deleted => {}
                 ReplicaState::Failed | ReplicaState::Missing | ReplicaState::Corrupt => {
                     entry.failed += 1;
-                    let reason = replica.reason.clone().unwrap_or_else(|| "unknown".into());
+                    let reason = group_reason(replica.reason.as_deref().unwrap_or("unknown"));
                     *reasons
                         .entry(replica.server.clone())
                         .or_default()
@@ -266,6 +301,7 @@ impl Summary {
         for (server, counts) in reasons {
             let mut list: Vec<_> = counts.into_iter().collect();
             list.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+
             if let Some(entry) = by_server.get_mut(&server) {
                 entry.reasons = list;
             }
@@ -320,8 +356,16 @@ impl Summary {
         }
         println!("bytes sent in all: {}", self.bytes_sent());
         for name in &self.order {
-            for (reason, count) in self.servers[name].reasons.iter().take(5) {
+            let reasons = &self.servers[name].reasons;
+            for (reason, count) in reasons.iter().take(5) {
                 println!("failed on {name}: {count} blob(s): {reason}");
+            }
+            if reasons.len() > 5 {
+                let more: u64 = reasons[5..].iter().map(|(_, n)| n).sum();
+                println!(
+                    "failed on {name}: {more} more blob(s) for {} other reasons (see status)",
+                    reasons.len() - 5
+                );
             }
         }
         for (hash, stored) in self.below.iter().take(20) {
@@ -372,5 +416,19 @@ impl Summary {
             "bytes_sent": self.bytes_sent(),
             "servers": servers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_group_across_blobs() {
+        let a = format!("HEAD http://h/{}: connection refused", "a".repeat(64));
+        let b = format!("HEAD http://h/{}: connection refused", "b".repeat(64));
+        assert_eq!(group_reason(&a), group_reason(&b));
+        assert_eq!(group_reason(&a), "HEAD http://h/<sha256>: connection refused");
+        assert_eq!(group_reason("413 Payload Too Large"), "413 Payload Too Large");
     }
 }

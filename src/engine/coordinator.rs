@@ -29,6 +29,9 @@ pub(crate) enum CoordinatorMsg {
         retry: Retry,
         respond_to: oneshot::Sender<Result<Enqueued, store::Error>>,
     },
+    /// Jobs were queued behind the coordinator's back: count again, wake
+    /// the workers.
+    Refresh { respond_to: oneshot::Sender<()> },
     Finished {
         job: Box<ClaimedJob>,
         server: ServerUrl,
@@ -92,6 +95,14 @@ impl CoordinatorHandle {
         response.await.map_err(|_| Stopped)
     }
 
+    /// Tells the coordinator that jobs were queued directly in the store.
+    pub(crate) async fn wake_all(&self) {
+        let (respond_to, response) = oneshot::channel();
+        if self.tx.send(CoordinatorMsg::Refresh { respond_to }).await.is_ok() {
+            let _done = response.await;
+        }
+    }
+
     /// Reports a job's outcome and waits until it is recorded (or could not
     /// be: then the lease runs out and the job is done again, which the
     /// existence check makes cheap).
@@ -145,6 +156,11 @@ impl CoordinatorActor {
                 }
                 let _ = respond_to.send(result);
             }
+            CoordinatorMsg::Refresh { respond_to } => {
+                self.recount().await;
+                self.parts.wakers.iter().for_each(|w| w.notify_one());
+                let _ = respond_to.send(());
+            }
             CoordinatorMsg::Finished { job, server, outcome, respond_to } => {
                 self.record(*job, server, outcome).await;
                 let _ = respond_to.send(());
@@ -182,7 +198,8 @@ impl CoordinatorActor {
                     reason,
                 })
             }
-            JobOutcome::Failed { status, reason, .. } => {
+            JobOutcome::Failed { status, reason, .. }
+            | JobOutcome::GaveUp { status, reason, .. } => {
                 tracing::error!(%server, blob = %sha256, status, %reason, "giving up on this replica");
                 Some(Event::ReplicaFailed { sha256, server, status, reason })
             }

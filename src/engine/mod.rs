@@ -247,6 +247,21 @@ impl Replicator {
         Ok(total)
     }
 
+    /// Queues again the replicas whose retries ran out on transient
+    /// failures (a server that was down for a long time), so that `run`
+    /// finishes them once the server is back. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn retry_gave_up(&self) -> Result<u64, Error> {
+        let requeued = self.store.requeue_gave_up(&self.servers).await?;
+        if requeued > 0 {
+            self.coordinator.wake_all().await;
+        }
+        Ok(requeued)
+    }
+
     /// Waits until no replica of `hash` is pending, and returns where it
     /// stands. Returns at once for a blob already settled.
     ///
@@ -292,6 +307,52 @@ impl Replicator {
                 _ = self.stop.cancelled() => {}
             }
         }
+    }
+
+    /// Waits until no replica of any of `hashes` is pending, ignoring other
+    /// work in the queue. Returns at once when the engine is stopping.
+    ///
+    /// # Errors
+    ///
+    /// Database failures, or the engine stopped because it could not
+    /// record state.
+    pub async fn wait_settled(&self, hashes: &[Sha256]) -> Result<(), Error> {
+        const RECHECK: Duration = Duration::from_secs(10);
+        let mut events = self.events.subscribe();
+        let mut pending = std::collections::HashSet::new();
+        for hash in hashes {
+            if !self.store.progress(hash).await?.is_settled() {
+                pending.insert(*hash);
+            }
+        }
+        while !pending.is_empty() {
+            if let Some(fatal) = self.fatal_error() {
+                return Err(Error::Stopped(fatal));
+            }
+            let recheck_all = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(Event::BlobSettled { sha256, .. }) => {
+                        pending.remove(&sha256);
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return Err(self.stopped()),
+                },
+                // Blobs can settle without an event here: another process
+                // finished them, or they ran out of attempts in a claim.
+                () = tokio::time::sleep(RECHECK) => false,
+                () = self.stop.cancelled() => return Ok(()),
+            };
+            let limit = if recheck_all { usize::MAX } else { 500 };
+            let sample: Vec<Sha256> = pending.iter().take(limit).copied().collect();
+            for hash in sample {
+                if self.store.progress(&hash).await?.is_settled() {
+                    pending.remove(&hash);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A token that, when cancelled, begins a graceful stop (as

@@ -60,6 +60,7 @@ impl WorkerHandle {
     pub(crate) fn spawn(parts: WorkerParts, tracker: &TaskTracker) -> Self {
         let shared = Arc::new(Shared {
             encoding: Mutex::new(parts.learned_encoding.unwrap_or(parts.config.token_encoding)),
+            encoding_confirmed: AtomicBool::new(parts.learned_encoding.is_some()),
             strategy: parts.strategy,
             mirror_unsupported: AtomicBool::new(parts.mirror_unsupported),
             limiter: rate_limiter(&parts.config),
@@ -108,6 +109,8 @@ struct Shared {
     limiter: DefaultDirectRateLimiter,
     /// The token encoding the server accepts, as far as we know.
     encoding: Mutex<TokenEncoding>,
+    /// The server accepted a token of ours in `encoding` (now or earlier).
+    encoding_confirmed: AtomicBool,
     strategy: Strategy,
     /// The server answered `/mirror` as not implemented.
     mirror_unsupported: AtomicBool,
@@ -368,39 +371,46 @@ impl Shared {
         }
     }
 
-    /// Runs a request, re-signing once when the server refuses the token
-    /// and then trying the other token encoding once; an encoding that
-    /// works is remembered.
+    /// Runs a request, signing a fresh token when the server refuses one.
+    /// On 401: once more with a fresh token and once with the other token
+    /// encoding (the other encoding first while the server has never
+    /// accepted one of our tokens, field case B03). On 403 or 400 from a
+    /// server that never accepted our tokens: once with the other encoding.
+    /// Otherwise a refusal is final, so a large body is not sent again for
+    /// nothing (field case B14). The encoding that works is remembered.
     async fn with_reauth<T, F, Fut>(&self, mut call: F) -> Result<T, blossom::Error>
     where
         F: FnMut(TokenEncoding) -> Fut,
         Fut: std::future::Future<Output = Result<T, blossom::Error>>,
     {
+        let confirmed = self.encoding_confirmed.load(Ordering::Relaxed);
         let first = self.encoding();
+        let plan = if confirmed { [first, first.other()] } else { [first.other(), first] };
         let mut encoding = first;
-        let mut refusals = 0;
+        let mut retries = 0;
         loop {
-            match call(encoding).await {
+            let error = match call(encoding).await {
                 Ok(value) => {
-                    if encoding != first {
+                    if encoding != first || !confirmed {
                         self.learn(encoding).await;
                     }
                     return Ok(value);
                 }
-                Err(e) if e.class() == ErrorClass::Reauth && refusals < 2 => {
-                    refusals += 1;
-                    if refusals == 2 {
-                        encoding = encoding.other();
-                    }
-                    tracing::debug!(
-                        status = e.status(),
-                        encoding = encoding.as_str(),
-                        "token refused; signing again"
-                    );
-                    self.limiter.until_ready().await;
-                }
-                Err(e) => return Err(e),
-            }
+                Err(error) => error,
+            };
+            let next = match error.status() {
+                Some(401) if retries < plan.len() => plan[retries],
+                Some(400 | 403) if !confirmed && retries == 0 => first.other(),
+                _ => return Err(error),
+            };
+            retries += 1;
+            encoding = next;
+            tracing::debug!(
+                status = error.status(),
+                encoding = encoding.as_str(),
+                "token refused; signing again"
+            );
+            self.limiter.until_ready().await;
         }
     }
 
@@ -422,7 +432,7 @@ impl Shared {
         }
         if job.attempt >= self.retry.max_attempts {
             let reason = format!("gave up after {} attempts: {error}", job.attempt);
-            return JobOutcome::Failed { status, reason, bytes_sent };
+            return JobOutcome::GaveUp { status, reason, bytes_sent };
         }
         let delay = retry_delay(&self.retry, job.attempt, error.retry_after());
         JobOutcome::Retry {
@@ -448,12 +458,20 @@ impl Shared {
         }
     }
 
+    /// Records the encoding a server accepted (in memory and in the
+    /// database), the first time and whenever it changes.
     async fn learn(&self, encoding: TokenEncoding) {
-        *self.encoding.lock().unwrap_or_else(|e| e.into_inner()) = encoding;
-        tracing::info!(
-            encoding = encoding.as_str(),
-            "server accepts the other token encoding; remembering it"
+        let previous = std::mem::replace(
+            &mut *self.encoding.lock().unwrap_or_else(|e| e.into_inner()),
+            encoding,
         );
+        self.encoding_confirmed.store(true, Ordering::Relaxed);
+        if previous != encoding {
+            tracing::info!(
+                encoding = encoding.as_str(),
+                "server accepts the other token encoding; remembering it"
+            );
+        }
         if let Err(e) = self.store.set_token_encoding(&self.config.url, encoding).await {
             tracing::warn!(error = %e, "cannot remember the token encoding");
         }
@@ -533,6 +551,15 @@ mod tests {
             assert!(delay >= base, "attempt {attempt}: {delay:?} < {base:?}");
             assert!(delay <= base * 2, "attempt {attempt}: {delay:?} > 2 x {base:?}");
         }
+    }
+
+    /// Jitter spreads the retries of jobs that failed together, in one
+    /// process and across processes (a fixed seed would not).
+    #[test]
+    fn jitter_differs_between_jobs() {
+        let delays: std::collections::HashSet<Duration> =
+            (0..20).map(|_| retry_delay(&policy(), 4, None)).collect();
+        assert!(delays.len() > 10, "{delays:?}");
     }
 
     #[test]

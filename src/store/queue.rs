@@ -6,7 +6,6 @@
 //! reason, instead of crashing the process forever. A job handed back
 //! unstarted at shutdown gives its attempt back.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use sqlx::Row as _;
@@ -70,6 +69,16 @@ pub enum JobOutcome {
         /// Body bytes sent in this attempt.
         bytes_sent: u64,
     },
+    /// Transient failures went on until the attempts ran out; `run` tries
+    /// such replicas again.
+    GaveUp {
+        /// Status of the last failed answer, if there was one.
+        status: Option<u16>,
+        /// What went wrong, last.
+        reason: String,
+        /// Body bytes sent in this attempt.
+        bytes_sent: u64,
+    },
     /// Not attempted (shutdown): back to the queue, attempt given back.
     Released,
 }
@@ -94,7 +103,7 @@ impl Store {
         let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
         let rows = sqlx::query(
-            "SELECT j.id, j.sha256, j.attempts, j.last_error, b.size, b.mime, b.source
+            "SELECT j.id, j.sha256, j.attempts, j.last_error, b.size, b.mime, b.source, b.source_raw
              FROM jobs j JOIN blobs b ON b.sha256 = j.sha256
              WHERE j.server = ?1 AND j.kind = 'upload'
                AND ((j.state = 'queued' AND j.run_at <= ?2) OR (j.state = 'leased' AND j.lease_until <= ?2))
@@ -147,8 +156,8 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.sql(e))?;
-            let path =
-                row.get::<Option<String>, _>("source").map(PathBuf::from).unwrap_or_default();
+            let path = super::replicas::path_from_columns(row.get("source"), row.get("source_raw"))
+                .unwrap_or_default();
             let blob = LocalBlob {
                 sha256,
                 size: row.get::<i64, _>("size") as u64,
@@ -190,6 +199,7 @@ impl Store {
                 reason: None,
                 run_at: None,
                 bytes_sent: *bytes_sent,
+                gave_up: false,
             },
             JobOutcome::Retry { run_at, status, reason, bytes_sent } => Settle {
                 job_state: "queued",
@@ -200,9 +210,13 @@ impl Store {
                 reason: Some(reason),
                 run_at: Some(to_millis(*run_at)),
                 bytes_sent: *bytes_sent,
+                gave_up: false,
             },
             JobOutcome::Failed { status, reason, bytes_sent } => {
                 Settle::dead(*status, reason, *bytes_sent)
+            }
+            JobOutcome::GaveUp { status, reason, bytes_sent } => {
+                Settle { gave_up: true, ..Settle::dead(*status, reason, *bytes_sent) }
             }
             JobOutcome::Released => {
                 sqlx::query(
@@ -260,7 +274,7 @@ impl Store {
         sqlx::query(
             "UPDATE replicas SET state = ?3, method = coalesce(?4, method), url = coalesce(?5, url),
                  last_status = coalesce(?6, last_status), reason = ?7, attempts = attempts + 1,
-                 bytes_sent = bytes_sent + ?8, updated_at = ?9,
+                 bytes_sent = bytes_sent + ?8, updated_at = ?9, gave_up = ?10,
                  stored_at = CASE WHEN ?3 = 'stored' THEN ?9 ELSE stored_at END,
                  verified_at = CASE WHEN ?3 = 'stored' THEN ?9 ELSE verified_at END
              WHERE sha256 = ?1 AND server = ?2",
@@ -274,10 +288,48 @@ impl Store {
         .bind(settle.reason)
         .bind(settle.bytes_sent as i64)
         .bind(now)
+        .bind(settle.gave_up)
         .execute(&mut *tx)
         .await
         .map_err(|e| self.sql(e))?;
         Ok(())
+    }
+
+    /// Queues again the replicas on these servers whose retries ran out
+    /// (the server was down for a long time, say), and returns how many.
+    /// Refused replicas stay failed.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn requeue_gave_up(&self, servers: &[ServerUrl]) -> Result<u64, Error> {
+        let now = to_millis(SystemTime::now());
+        let mut tx = self.write().await?;
+        let mut requeued = 0;
+        for server in servers {
+            sqlx::query(
+                "INSERT OR IGNORE INTO jobs (sha256, server, kind, state, run_at, created_at, updated_at)
+                 SELECT sha256, server, 'upload', 'queued', ?2, ?2, ?2 FROM replicas
+                 WHERE server = ?1 AND state = 'failed' AND gave_up = 1",
+            )
+            .bind(server.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.sql(e))?;
+            let reset = sqlx::query(
+                "UPDATE replicas SET state = 'pending', gave_up = 0, updated_at = ?2
+                 WHERE server = ?1 AND state = 'failed' AND gave_up = 1",
+            )
+            .bind(server.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.sql(e))?;
+            requeued += reset.rows_affected();
+        }
+        tx.commit().await.map_err(|e| self.sql(e))?;
+        Ok(requeued)
     }
 
     /// Extends every lease `owner` holds and records that it is alive.
@@ -425,6 +477,8 @@ struct Settle<'a> {
     reason: Option<&'a str>,
     run_at: Option<i64>,
     bytes_sent: u64,
+    /// Failed by running out of attempts, not by a refusal.
+    gave_up: bool,
 }
 
 impl<'a> Settle<'a> {
@@ -438,6 +492,7 @@ impl<'a> Settle<'a> {
             reason: Some(reason),
             run_at: None,
             bytes_sent,
+            gave_up: false,
         }
     }
 }
@@ -459,7 +514,7 @@ mod tests {
             sha256: Sha256::digest(content),
             size: content.len() as u64,
             mime: "text/plain".into(),
-            path: PathBuf::from("/data/x"),
+            path: std::path::PathBuf::from("/data/x"),
         }
     }
 
@@ -630,6 +685,28 @@ mod tests {
         let replica = &store.blob_statuses(None).await.unwrap()[0].replicas[0];
         assert_eq!(replica.state, ReplicaState::Failed);
         assert!(replica.reason.as_deref().unwrap().contains("gave up after 3 attempts"));
+    }
+
+    #[tokio::test]
+    async fn replicas_that_ran_out_of_retries_are_queued_again_refused_ones_not() {
+        let (store, _dir) = temp_store().await;
+        store
+            .enqueue(&[blob(b"a"), blob(b"b")], &[server()], Strategy::Upload, Retry::Failed)
+            .await
+            .unwrap();
+        let mut jobs = store.claim(&server(), "me", 2, later(60), 5).await.unwrap();
+        let gave_up =
+            JobOutcome::GaveUp { status: Some(503), reason: "down".into(), bytes_sent: 0 };
+        let refused =
+            JobOutcome::Failed { status: Some(413), reason: "too large".into(), bytes_sent: 0 };
+        store.finish(&jobs.remove(0), &server(), "me", &gave_up).await.unwrap();
+        store.finish(&jobs.remove(0), &server(), "me", &refused).await.unwrap();
+        assert_eq!(store.open_jobs(&[server()]).await.unwrap(), 0);
+
+        assert_eq!(store.requeue_gave_up(&[server()]).await.unwrap(), 1);
+        let again = store.claim(&server(), "me", 5, later(60), 5).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].blob.sha256, blob(b"a").sha256);
     }
 
     #[tokio::test]

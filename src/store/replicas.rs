@@ -30,6 +30,41 @@ const UPSERT_REPLICA_RETRY_LOST: &str =
          updated_at = ?3
      RETURNING state";
 
+/// A path as stored: text when it is valid UTF-8; otherwise a lossy text
+/// for people and the exact bytes beside it.
+pub(crate) fn path_columns(path: &std::path::Path) -> (Option<String>, Option<Vec<u8>>) {
+    if path.as_os_str().is_empty() {
+        return (None, None);
+    }
+    match path.to_str() {
+        Some(text) => (Some(text.to_owned()), None),
+        None => (Some(path.to_string_lossy().into_owned()), raw_bytes(path)),
+    }
+}
+
+/// The inverse of [`path_columns`].
+pub(crate) fn path_from_columns(text: Option<String>, raw: Option<Vec<u8>>) -> Option<PathBuf> {
+    #[cfg(unix)]
+    if let Some(raw) = raw {
+        use std::os::unix::ffi::OsStringExt as _;
+        return Some(PathBuf::from(std::ffi::OsString::from_vec(raw)));
+    }
+    #[cfg(not(unix))]
+    let _ = raw;
+    text.map(PathBuf::from)
+}
+
+#[cfg(unix)]
+fn raw_bytes(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    Some(path.as_os_str().as_bytes().to_vec())
+}
+
+#[cfg(not(unix))]
+fn raw_bytes(_path: &std::path::Path) -> Option<Vec<u8>> {
+    None
+}
+
 /// The columns `replica_row` reads.
 macro_rules! replica_columns {
     () => {
@@ -219,16 +254,19 @@ impl Store {
         let mut tx = self.write().await?;
         let mut done = Enqueued::default();
         for blob in blobs {
-            let source = blob.path.to_str().filter(|p| !p.is_empty()).map(str::to_owned);
+            let (source, source_raw) = path_columns(&blob.path);
             sqlx::query(
-                "INSERT INTO blobs (sha256, size, mime, source, created_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (sha256) DO UPDATE SET source = coalesce(excluded.source, source), deleted_at = NULL",
+                "INSERT INTO blobs (sha256, size, mime, source, created_at, source_raw) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (sha256) DO UPDATE SET
+                     source_raw = CASE WHEN excluded.source IS NULL THEN source_raw ELSE excluded.source_raw END,
+                     source = coalesce(excluded.source, source), deleted_at = NULL",
             )
             .bind(blob.sha256.to_hex())
             .bind(blob.size as i64)
             .bind(&blob.mime)
             .bind(source)
             .bind(now)
+            .bind(source_raw)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.sql(e))?;
@@ -301,7 +339,7 @@ impl Store {
     /// Database failures.
     pub async fn known_blobs(&self) -> Result<Vec<LocalBlob>, Error> {
         let rows = sqlx::query(
-            "SELECT sha256, size, mime, source FROM blobs WHERE deleted_at IS NULL ORDER BY created_at, sha256",
+            "SELECT sha256, size, mime, source, source_raw FROM blobs WHERE deleted_at IS NULL ORDER BY created_at, sha256",
         )
         .fetch_all(&self.pool)
         .await
@@ -429,7 +467,7 @@ impl Store {
         let mut blobs = match only {
             None => {
                 let rows = sqlx::query(
-                    "SELECT sha256, size, mime, source FROM blobs ORDER BY created_at, sha256",
+                    "SELECT sha256, size, mime, source, source_raw FROM blobs ORDER BY created_at, sha256",
                 )
                 .fetch_all(&self.pool)
                 .await
@@ -440,7 +478,7 @@ impl Store {
                 let mut blobs = Vec::with_capacity(hashes.len());
                 for hash in hashes {
                     let row = sqlx::query(
-                        "SELECT sha256, size, mime, source FROM blobs WHERE sha256 = ?",
+                        "SELECT sha256, size, mime, source, source_raw FROM blobs WHERE sha256 = ?",
                     )
                     .bind(hash.to_hex())
                     .fetch_optional(&self.pool)
@@ -500,7 +538,7 @@ impl Store {
             sha256: hash.parse().map_err(|_| self.corrupt(format!("blob hash {hash:?}")))?,
             size: row.get::<i64, _>("size") as u64,
             mime: row.get("mime"),
-            source: row.get::<Option<String>, _>("source").map(PathBuf::from),
+            source: path_from_columns(row.get("source"), row.get("source_raw")),
             replicas: Vec::new(),
             bytes_sent: 0,
         })
@@ -679,6 +717,21 @@ mod tests {
         assert_eq!(statuses.len(), 1);
         assert_eq!(statuses[0].sha256, wanted[0]);
         assert_eq!(statuses[0].replicas[1].server, "http://b.test");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn paths_that_are_not_utf8_come_back_exactly() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let (store, _dir) = temp_store().await;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/data/caf\xe9.txt"));
+        let mut new = blob(b"latin-1 name");
+        new.path = path.clone();
+        store.enqueue(&[new], &servers(), Strategy::Upload, Retry::Failed).await.unwrap();
+        assert_eq!(store.known_blobs().await.unwrap()[0].path, path);
+        let until = SystemTime::now() + std::time::Duration::from_secs(60);
+        let jobs = store.claim(&servers()[0], "me", 1, until, 5).await.unwrap();
+        assert_eq!(jobs[0].blob.path, path);
     }
 
     #[tokio::test]
