@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 
 server_bin="$(scripts/install-blossom-server.sh)"
 echo "== installing blossom-replicator"
-cargo install --locked --quiet --path . --root "${INSTALL_ROOT:-$HOME/.local}"
+# Release artefacts are kept beside the server cache, so a second demo run
+# does not rebuild everything.
+cargo install --locked --quiet --path . --root "${INSTALL_ROOT:-$HOME/.local}" \
+    --target-dir "${XDG_CACHE_HOME:-$HOME/.cache}/blossom-replicator/demo-target"
 replicator="${INSTALL_ROOT:-$HOME/.local}/bin/blossom-replicator"
 "$replicator" --version
 

@@ -113,3 +113,96 @@ async fn a_file_changed_after_hashing_fails_alone_with_a_clear_reason() {
     assert!(states.iter().any(|r| r.0 == steady_hash && r.2 == "stored"), "{states:?}");
     assert!(states.iter().any(|r| r.0 == original && r.2 == "failed"), "{states:?}");
 }
+
+fn push_to(
+    server: &FaultServer,
+    key: &TestKey,
+    work: &std::path::Path,
+    db: &str,
+    file: &std::path::Path,
+) -> std::process::Command {
+    let config = write_config(work, &[&server.url], FAST_TIMEOUTS);
+    let mut command = cli(Some(key));
+    command.arg("--config").arg(config).arg("--db").arg(work.join(db)).arg("push").arg(file);
+    command
+}
+
+/// B03: a strict server that takes only one token encoding costs at most
+/// one extra attempt on the first blob, and none after: the encoding that
+/// worked is remembered, across processes too. A server taking only the
+/// default encoding never sees a second attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn b03_token_encoding_is_learned_once() {
+    use support::fault_server::AuthMode;
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..3)
+        .map(|i| {
+            let path = work.path().join(format!("f{i}.txt"));
+            std::fs::write(&path, format!("blob number {i} {}\n", "x".repeat(i))).unwrap();
+            path
+        })
+        .collect();
+
+    let strict_std = FaultServer::start().await;
+    strict_std.set_auth(AuthMode::StandardOnly);
+    for file in &files {
+        let output = run_async(push_to(&strict_std, &key, work.path(), "std.db", file)).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    assert_eq!(strict_std.requests("PUT", "/upload"), 3, "no extra attempt");
+
+    let url_only = FaultServer::start().await;
+    url_only.set_auth(AuthMode::UrlSafeOnly);
+    for file in &files {
+        let output = run_async(push_to(&url_only, &key, work.path(), "url.db", file)).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    assert_eq!(url_only.requests("PUT", "/upload"), 4, "one extra attempt on the first blob only");
+}
+
+/// B14: a 403 is a refusal. The body goes out once more only to try the
+/// other token encoding on a server that never accepted a token of ours.
+#[tokio::test(flavor = "multi_thread")]
+async fn b14_a_refusal_does_not_resend_the_body_again_and_again() {
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let server = FaultServer::start().await;
+    server.rule(
+        "PUT",
+        "/upload",
+        None,
+        Reply::Status { code: 403, headers: vec![], body: "forbidden".into() },
+    );
+    let file = work.path().join("big.bin");
+    write_random_file(&file, 8 * 1024 * 1024, 5);
+    let output = run_async(push_to(&server, &key, work.path(), "a.db", &file)).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(server.requests("PUT", "/upload"), 2);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("403") && stdout.contains("forbidden"), "{stdout}");
+}
+
+/// A server down for longer than the retries last: the replicas end as
+/// given up, and the next `run` finishes them once the server is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_finishes_what_ran_out_of_retries_during_an_outage() {
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let server = FaultServer::start().await;
+    server.rule("HEAD", "/", None, Reply::status(503));
+    server.rule("PUT", "/upload", None, Reply::status(503));
+    let file = work.path().join("note.txt");
+    std::fs::write(&file, "outage\n").unwrap();
+    let output = run_async(push_to(&server, &key, work.path(), "a.db", &file)).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("gave up after 3 attempts"));
+
+    server.clear_rules();
+    let config = write_config(work.path(), &[&server.url], FAST_TIMEOUTS);
+    let mut command = cli(Some(&key));
+    command.arg("--config").arg(config).arg("--db").arg(work.path().join("a.db")).arg("run");
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(replica_states(&work.path().join("a.db"))[0].2, "stored");
+}

@@ -35,6 +35,19 @@ impl Reply {
     }
 }
 
+/// Which `Authorization` token encodings the server accepts on uploads
+/// and mirrors (field case B03); anything else gets 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Any token, or none.
+    #[default]
+    Lenient,
+    /// Standard base64 with padding only (strict decoders).
+    StandardOnly,
+    /// URL-safe base64 without padding only (BUD-11 to the letter).
+    UrlSafeOnly,
+}
+
 struct Rule {
     method: String,
     path_prefix: String,
@@ -44,6 +57,7 @@ struct Rule {
 
 #[derive(Default)]
 struct State {
+    auth: AuthMode,
     blobs: HashMap<String, (Vec<u8>, String)>,
     rules: Vec<Rule>,
     requests: Vec<(String, String)>,
@@ -75,6 +89,16 @@ impl FaultServer {
             remaining: times,
             reply,
         });
+    }
+
+    /// Sets which token encodings uploads and mirrors accept.
+    pub fn set_auth(&self, mode: AuthMode) {
+        self.state.lock().unwrap().auth = mode;
+    }
+
+    /// Drops every scripted rule: the server behaves normally again.
+    pub fn clear_rules(&self) {
+        self.state.lock().unwrap().rules.clear();
     }
 
     /// Requests seen with this method and path prefix.
@@ -190,7 +214,13 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
     if read_body(&mut stream, &mut request, None).await.is_none() {
         return;
     }
+    let auth = state.lock().unwrap().auth;
+    let needs_token =
+        request.method == "PUT" && matches!(request.path.as_str(), "/upload" | "/mirror");
     let (code, headers, body) = match scripted {
+        _ if needs_token && !token_accepted(auth, request.headers.get("authorization")) => {
+            (401, vec![("X-Reason".into(), "bad token encoding".into())], Vec::new())
+        }
         Some(Reply::StallAfter(_)) => unreachable!("handled above"),
         Some(Reply::Think(wait)) => {
             tokio::time::sleep(wait).await;
@@ -220,6 +250,24 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
         let _ = stream.write_all(&body).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// Decodes the token the way a strict server of the given kind would.
+fn token_accepted(mode: AuthMode, header: Option<&String>) -> bool {
+    use base64::Engine as _;
+    let token = header.and_then(|h| h.strip_prefix("Nostr "));
+    let decoded = match (mode, token) {
+        (AuthMode::Lenient, _) => return true,
+        (_, None) => return false,
+        (AuthMode::StandardOnly, Some(t)) => base64::engine::general_purpose::STANDARD.decode(t),
+        (AuthMode::UrlSafeOnly, Some(t)) => {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t)
+        }
+    };
+    decoded
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .is_some_and(|event| event["kind"] == 24242)
 }
 
 fn json_headers() -> Vec<(String, String)> {
