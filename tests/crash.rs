@@ -5,24 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{BlossomServer, TestKey, cli, replica_states, write_config};
+use support::{BlossomServer, TestKey, cli, jobs_in_state, replica_states, write_config};
 
 const BLOBS: usize = 1000;
 const KILLS: usize = 20;
-
-fn jobs_in_state(db: &Path, state: &str) -> u64 {
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM jobs WHERE state = ?', (sys.argv[2],)).fetchone()[0])")
-        .arg(db)
-        .arg(state)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_sigkills_lose_nothing_and_send_nothing_twice() {

@@ -3,19 +3,10 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::fault_server::{FaultServer, Reply};
-use support::{TestKey, cli, replica_states, run_async, write_config, write_random_file};
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use support::{TestKey, cli, describe, replica_states, run_async, write_config, write_random_file};
 
 const FAST_TIMEOUTS: &str = "[timeouts]\nstall = \"1s\"\nresponse = \"6s\"\n\
     [retry]\nmax_attempts = 3\nmin_delay = \"100ms\"\nmax_delay = \"200ms\"\n";
@@ -48,7 +39,7 @@ async fn b08_think_time_is_waited_for_and_a_stalled_upload_is_cut_and_retried() 
         .arg("push")
         .arg(&thinking);
     let output = run_async(command).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(server.uploads(&hash(&thinking)), 1, "succeeded first time");
 
     // Stop reading after 1 MiB of 64 MiB, once; the retry goes through.
@@ -58,7 +49,7 @@ async fn b08_think_time_is_waited_for_and_a_stalled_upload_is_cut_and_retried() 
     let mut command = cli(Some(&key));
     command.arg("--config").arg(&config).arg("--db").arg(&db).arg("push").arg(&stalling);
     let output = run_async(command).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "cut within seconds, took {:?}",
@@ -104,7 +95,7 @@ async fn a_file_changed_after_hashing_fails_alone_with_a_clear_reason() {
     write_random_file(&changing, 2 * 1024 * 1024, 4);
     let output = child.await.unwrap();
 
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("changed since it was hashed"), "{stdout}");
     assert!(server.blob(&original).is_none(), "the changed bytes were not stored");
@@ -148,7 +139,7 @@ async fn b03_token_encoding_is_learned_once() {
     strict_std.set_auth(AuthMode::StandardOnly);
     for file in &files {
         let output = run_async(push_to(&strict_std, &key, work.path(), "std.db", file)).await;
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     }
     assert_eq!(strict_std.requests("PUT", "/upload"), 3, "no extra attempt");
 
@@ -156,7 +147,7 @@ async fn b03_token_encoding_is_learned_once() {
     url_only.set_auth(AuthMode::UrlSafeOnly);
     for file in &files {
         let output = run_async(push_to(&url_only, &key, work.path(), "url.db", file)).await;
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     }
     assert_eq!(url_only.requests("PUT", "/upload"), 4, "one extra attempt on the first blob only");
 }
@@ -177,7 +168,7 @@ async fn b14_a_refusal_does_not_resend_the_body_again_and_again() {
     let file = work.path().join("big.bin");
     write_random_file(&file, 8 * 1024 * 1024, 5);
     let output = run_async(push_to(&server, &key, work.path(), "a.db", &file)).await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(server.requests("PUT", "/upload"), 2);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("403") && stdout.contains("forbidden"), "{stdout}");
@@ -195,7 +186,7 @@ async fn run_finishes_what_ran_out_of_retries_during_an_outage() {
     let file = work.path().join("note.txt");
     std::fs::write(&file, "outage\n").unwrap();
     let output = run_async(push_to(&server, &key, work.path(), "a.db", &file)).await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("gave up after 3 attempts"));
 
     server.clear_rules();
@@ -203,6 +194,6 @@ async fn run_finishes_what_ran_out_of_retries_during_an_outage() {
     let mut command = cli(Some(&key));
     command.arg("--config").arg(config).arg("--db").arg(work.path().join("a.db")).arg("run");
     let output = run_async(command).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(replica_states(&work.path().join("a.db"))[0].2, "stored");
 }

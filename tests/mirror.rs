@@ -5,21 +5,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use support::fault_server::{FaultServer, Reply};
 use support::{
-    BlossomServer, TestKey, cli, copy_real_files, replica_states, run_async, status_json,
+    BlossomServer, TestKey, cli, copy_real_files, describe, replica_states, run_async, status_json,
     write_config, write_random_file,
 };
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 struct Setup {
     key: TestKey,
@@ -61,7 +53,7 @@ async fn mirror_first_sends_one_copy_to_three_real_servers() {
 
     let output =
         run_async(s.command(&urls, &["push", "-r", "--json", input.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
     let status = status_json(&s.db);
@@ -104,7 +96,7 @@ async fn b05_mirror_not_implemented_falls_back_and_is_remembered() {
 
         for file in [&one, &two] {
             let output = run_async(s.command(&urls, &["push", file.to_str().unwrap()])).await;
-            assert_eq!(output.status.code(), Some(0), "{code}: {}", text(&output));
+            assert_eq!(output.status.code(), Some(0), "{code}: {}", describe(&output));
         }
         assert_eq!(
             fault.requests("PUT", "/mirror"),
@@ -129,7 +121,7 @@ async fn b05_mirror_502_or_wrong_descriptor_falls_back_to_upload() {
         let file = s.file("blob.txt", b"mirror me\n");
         let output =
             run_async(s.command(&[&real.url, &fault.url], &["push", file.to_str().unwrap()])).await;
-        assert_eq!(output.status.code(), Some(0), "{reply:?}: {}", text(&output));
+        assert_eq!(output.status.code(), Some(0), "{reply:?}: {}", describe(&output));
         let hash = blossom_replicator::Sha256::digest(b"mirror me\n").to_hex();
         assert_eq!(fault.uploads(&hash), 1, "{reply:?}");
         let methods: Vec<_> = replica_states(&s.db).into_iter().map(|r| r.3).collect();
@@ -145,13 +137,13 @@ async fn local_file_deleted_after_enqueue_is_relayed_from_a_holder() {
     let real = BlossomServer::start(&s.key.pubkey_hex);
     let file = s.file("gone.bin", b"bytes that only a server keeps\n");
     let output = run_async(s.command(&[&real.url], &["push", file.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     std::fs::remove_file(&file).unwrap();
 
     let fault = FaultServer::start().await;
     fault.rule("PUT", "/mirror", None, Reply::status(405));
     let output = run_async(s.command(&[&real.url, &fault.url], &["repair"])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let hash = blossom_replicator::Sha256::digest(b"bytes that only a server keeps\n").to_hex();
     assert_eq!(fault.blob(&hash).as_deref(), Some(&b"bytes that only a server keeps\n"[..]));
 }
@@ -163,7 +155,7 @@ async fn wrong_bytes_from_a_holder_are_never_uploaded() {
     let liar = FaultServer::start().await;
     let file = s.file("true.bin", b"the true bytes\n");
     let output = run_async(s.command(&[&liar.url], &["push", file.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     std::fs::remove_file(&file).unwrap();
     let hash = blossom_replicator::Sha256::digest(b"the true bytes\n").to_hex();
     liar.rule(
@@ -176,7 +168,7 @@ async fn wrong_bytes_from_a_holder_are_never_uploaded() {
     let target = FaultServer::start().await;
     target.rule("PUT", "/mirror", None, Reply::status(405));
     let output = run_async(s.command(&[&liar.url, &target.url], &["repair"])).await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(target.uploads(&hash), 0);
     assert!(target.blob(&hash).is_none());
     assert!(
@@ -194,23 +186,23 @@ async fn verify_catches_a_lost_blob_and_repair_fills_a_new_server() {
     let input = s.work.path().join("input");
     copy_real_files(Path::new("/usr/share/common-licenses"), &input, 6);
     let output = run_async(s.command(&urls[..3], &["push", "-r", input.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
 
     // Someone removes one blob from the second server's storage by hand.
     let victim = replica_states(&s.db)[0].0.clone();
     std::fs::remove_file(servers[1].dir.path().join(format!("blobs/{victim}.blob"))).unwrap();
 
     let output = run_async(s.command(&urls[..3], &["verify"])).await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(&format!("missing      {victim}  {}", urls[1])), "{stdout}");
 
     // Repair with a fourth server added: the lost copy comes back and the
     // new server gets everything, by mirror.
     let output = run_async(s.command(&urls, &["repair"])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let output = run_async(s.command(&urls, &["verify", "--deep"])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     for (hash, server, state, method) in replica_states(&s.db) {
         assert_eq!(state, "stored", "{hash} on {server}");
         if server == urls[3] {
@@ -220,7 +212,7 @@ async fn verify_catches_a_lost_blob_and_repair_fills_a_new_server() {
     assert!(servers[3].upload_counts().is_empty(), "the new server got nothing by upload");
 
     let output = run_async(s.command(&urls, &["whereis", &victim])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("on 4 of 4 servers"));
 }
 
@@ -231,11 +223,11 @@ async fn delete_removes_everywhere_and_checks() {
     let urls: Vec<&str> = servers.iter().map(|x| x.url.as_str()).collect();
     let file = s.file("secret.txt", b"to be deleted\n");
     let output = run_async(s.command(&urls, &["push", file.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let hash = blossom_replicator::Sha256::digest(b"to be deleted\n").to_hex();
 
     let output = run_async(s.command(&urls, &["delete", &hash])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     for server in &servers {
         assert!(server.fetch_hash(&hash).await.is_none(), "{} still serves it", server.url);
     }
@@ -258,7 +250,7 @@ async fn min_copies_decides_the_exit_code() {
 
     let output =
         run_async(s.command(&urls, &["push", "--min-copies", "2", file.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&format!("failed on {}", fault.url)) && stdout.contains("415"),
@@ -266,6 +258,6 @@ async fn min_copies_decides_the_exit_code() {
     );
 
     let output = run_async(s.command(&urls, &["push", file.to_str().unwrap()])).await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("below 3 copies"));
 }

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    BlossomServer, TestKey, cli, copy_real_files, run, status_json, write_config, write_random_file,
+    BlossomServer, TestKey, cli, copy_real_files, describe, jobs_in_state, run, status_json,
+    write_config, write_random_file,
 };
 
 /// Every blob in the database is stored on every server, and each server
@@ -47,14 +48,6 @@ async fn assert_every_blob_on_every_server(db: &Path, servers: &[BlossomServer])
 /// direct uploads; mirror-first replication is tested in `mirror.rs`.
 const UPLOAD_EVERYWHERE: &str = "[replication]\nstrategy = \"upload\"\n";
 
-fn stdout_and_err(output: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn push_real_files_to_three_real_servers() {
     let key = TestKey::new();
@@ -82,7 +75,7 @@ async fn push_real_files_to_three_real_servers() {
     };
 
     let output = push(&db);
-    assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let checked = assert_every_blob_on_every_server(&db, &servers).await;
     assert!(checked >= 200, "{checked} blobs checked ({docs} docs, {licenses} licenses)");
 
@@ -90,7 +83,7 @@ async fn push_real_files_to_three_real_servers() {
     // (HEAD) and sends no byte.
     let fresh = work.path().join("fresh.db");
     let output = push(&fresh);
-    assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let status = status_json(&fresh);
     for replica in
         status["blobs"].as_array().unwrap().iter().flat_map(|b| b["replicas"].as_array().unwrap())
@@ -163,7 +156,7 @@ async fn sigkill_mid_push_then_run_sends_nothing_twice() {
     assert!(before.iter().all(|&n| n < 100), "the kill came too late: {before:?}");
 
     let output = run(cli(Some(&key)).arg("--config").arg(&config).arg("--db").arg(&db).arg("run"));
-    assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
 
     let checked = assert_every_blob_on_every_server(&db, &servers).await;
     assert!(checked > 100, "{checked} blobs");
@@ -188,19 +181,6 @@ async fn sigkill_mid_push_then_run_sends_nothing_twice() {
         .map(|r| r.to_string())
         .collect();
     assert!(leased.is_empty(), "replicas not stored: {leased:?}");
-}
-
-/// Counts jobs in a state, read straight from the SQLite file.
-fn jobs_in_state(db: &Path, state: &str) -> u64 {
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM jobs WHERE state = ?', (sys.argv[2],)).fetchone()[0])")
-        .arg(db)
-        .arg(state)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,14 +229,14 @@ async fn sigterm_stops_gracefully_and_run_resumes() {
     let output = child.wait_with_output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(25), "took {:?} to stop", started.elapsed());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{}", stdout_and_err(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(stdout.contains("interrupted"), "{stdout}");
     assert_eq!(jobs_in_state(&db, "leased"), 0, "every unfinished job went back to the queue");
     assert!(jobs_in_state(&db, "queued") > 0, "work was left for run");
 
     let fast = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
     let output = run(cli(Some(&key)).arg("--config").arg(&fast).arg("--db").arg(&db).arg("run"));
-    assert_eq!(output.status.code(), Some(0), "{}", stdout_and_err(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let checked = assert_every_blob_on_every_server(&db, &servers).await;
     for server in &servers {
         let counts = server.upload_counts();

@@ -301,3 +301,28 @@ pub fn replica_states(db: &Path) -> Vec<(String, String, String, String)> {
     }
     out
 }
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Counts jobs in a state, read straight from the SQLite file.
+pub fn jobs_in_state(db: &Path, state: &str) -> u64 {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\
+             'SELECT count(*) FROM jobs WHERE state = ?', (sys.argv[2],)).fetchone()[0])",
+        )
+        .arg(db)
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+}
