@@ -80,7 +80,7 @@ pub(crate) async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitC
                 serde_json::json!({"sha256": r.sha256, "server": r.server, "state": state, "detail": detail})
             })
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "replicas": entries }))?
         );
@@ -91,14 +91,14 @@ pub(crate) async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitC
         for r in &reports {
             match &r.result {
                 Ok(Verification::Verified) => {}
-                Ok(Verification::Missing) => println!("missing      {}  {}", r.sha256, r.server),
+                Ok(Verification::Missing) => out!("missing      {}  {}", r.sha256, r.server),
                 Ok(Verification::Corrupt(detail)) => {
-                    println!("wrong        {}  {}  {detail}", r.sha256, r.server)
+                    out!("wrong        {}  {}  {detail}", r.sha256, r.server)
                 }
-                Err(error) => println!("unreachable  {}  {}  {error}", r.sha256, r.server),
+                Err(error) => out!("unreachable  {}  {}  {error}", r.sha256, r.server),
             }
         }
-        println!(
+        out!(
             "{} replicas checked{}: {} verified, {} missing, {} wrong, {} could not be checked",
             reports.len(),
             if args.deep { " by download" } else { "" },
@@ -108,7 +108,7 @@ pub(crate) async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitC
             count(&|r| r.is_err()),
         );
         if !ok {
-            println!("`blossom-replicator repair` puts missing and wrong copies back");
+            out!("`blossom-replicator repair` puts missing and wrong copies back");
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -136,14 +136,14 @@ pub(crate) async fn whereis(cli: &Cli, args: &WhereisArgs) -> anyhow::Result<Exi
     let holders: Vec<_> =
         blob.replicas.iter().filter(|r| r.state == ReplicaState::Stored).collect();
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "sha256": blob.sha256, "size": blob.size, "replicas": blob.replicas })
             )?
         );
     } else {
-        println!(
+        out!(
             "{}  {} bytes  on {} of {} servers",
             blob.sha256,
             blob.size,
@@ -153,7 +153,7 @@ pub(crate) async fn whereis(cli: &Cli, args: &WhereisArgs) -> anyhow::Result<Exi
         for r in &blob.replicas {
             let verified = r.verified_at.map(format_time).unwrap_or_else(|| "never".into());
             let url = r.url.as_deref().unwrap_or("-");
-            println!("  {:<8} {:<32} verified {verified}  {url}", r.state.as_str(), r.server);
+            out!("  {:<8} {:<32} verified {verified}  {url}", r.state.as_str(), r.server);
         }
     }
     Ok(if holders.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -179,19 +179,20 @@ pub(crate) async fn delete(cli: &Cli, args: &DeleteArgs) -> anyhow::Result<ExitC
                 serde_json::json!({"sha256": r.sha256, "server": r.server, "state": state, "detail": detail})
             })
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "servers": entries }))?
         );
     } else {
         for r in &reports {
             match &r.result {
-                Ok(true) => println!("deleted       {}  {}", r.sha256, r.server),
-                Ok(false) => println!(
+                Ok(true) => out!("deleted       {}  {}", r.sha256, r.server),
+                Ok(false) => out!(
                     "still served  {}  {}  (the server accepted the delete)",
-                    r.sha256, r.server
+                    r.sha256,
+                    r.server
                 ),
-                Err(error) => println!("failed        {}  {}  {error}", r.sha256, r.server),
+                Err(error) => out!("failed        {}  {}  {error}", r.sha256, r.server),
             }
         }
     }

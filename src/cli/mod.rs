@@ -2,6 +2,19 @@
 //! the config and database are, which servers, which key. Environment
 //! variables are read here and nowhere else.
 
+/// Prints a line to stdout. A reader that went away (`| head`) ends the
+/// program quietly, as Unix tools do, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod audit;
 mod progress;
 mod push;
@@ -122,7 +135,7 @@ async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode>
         Command::Delete(args) => audit::delete(&cli, args).await,
         Command::Keygen { path } => keygen(path),
         Command::Pubkey => {
-            println!("{}", signer(&cli)?.public_key().to_hex());
+            out!("{}", signer(&cli)?.public_key().to_hex());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -193,6 +206,6 @@ fn keygen(path: &Path) -> anyhow::Result<ExitCode> {
         options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{}\n", signer.to_nsec()).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{}", signer.public_key().to_hex());
+    out!("{}", signer.public_key().to_hex());
     Ok(ExitCode::SUCCESS)
 }

@@ -54,18 +54,27 @@ impl Progress {
         overall.set_prefix("all servers");
         overall.enable_steady_tick(Duration::from_millis(250));
 
+        // Replicas already settled, per server. Events can repeat what the
+        // initial read saw (they race with it), so progress is the size of
+        // a set, never a bare count.
         let mut bars = HashMap::new();
+        let mut settled: HashMap<ServerUrl, HashSet<Sha256>> = HashMap::new();
         for server in servers {
             let bar = self.multi.add(ProgressBar::new(per_server));
             bar.set_style(style("{prefix:>24} [{bar:30}] {pos}/{len} {msg}"));
             bar.set_prefix(short(server.as_str()));
-            let settled = blobs
+            let done: HashSet<Sha256> = blobs
                 .iter()
-                .flat_map(|b| &b.replicas)
-                .filter(|r| r.server == server.as_str() && r.state != ReplicaState::Pending)
-                .count() as u64;
-            bar.set_position(settled);
-            overall.inc(settled);
+                .filter(|b| {
+                    b.replicas
+                        .iter()
+                        .any(|r| r.server == server.as_str() && r.state != ReplicaState::Pending)
+                })
+                .map(|b| b.sha256)
+                .collect();
+            bar.set_position(done.len() as u64);
+            overall.inc(done.len() as u64);
+            settled.insert(server.clone(), done);
             bars.insert(server.clone(), bar);
         }
 
@@ -78,18 +87,16 @@ impl Progress {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if !wanted.contains(&sha256) {
-                    continue;
-                }
-                if let Some(bar) = bars.get(&server) {
-                    bar.inc(1);
-                    if is_failure {
-                        let count = failed.entry(server).or_default();
-                        *count += 1;
-                        bar.set_message(format!("{count} failed"));
-                    }
-                }
+                let newly = wanted.contains(&sha256)
+                    && settled.get_mut(&server).is_some_and(|done| done.insert(sha256));
+                let Some(bar) = bars.get(&server).filter(|_| newly) else { continue };
+                bar.inc(1);
                 overall.inc(1);
+                if is_failure {
+                    let count = failed.entry(server).or_default();
+                    *count += 1;
+                    bar.set_message(format!("{count} failed"));
+                }
             }
             bars.values().for_each(ProgressBar::finish);
             overall.finish();

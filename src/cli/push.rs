@@ -169,7 +169,7 @@ async fn finish(
     store.close().await;
     let summary = Summary::new(&servers, &statuses, started.elapsed(), min_copies);
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
+        out!("{}", serde_json::to_string_pretty(&summary.to_json())?);
     } else {
         summary.print(interrupted);
     }
@@ -337,45 +337,56 @@ impl Summary {
 
     fn print(&self, interrupted: bool) {
         let width = self.order.iter().map(String::len).max().unwrap_or(6).max(6);
-        println!(
+        out!(
             "{} blobs on {} servers in {:.1} s",
             self.blobs,
             self.order.len(),
             self.elapsed.as_secs_f64()
         );
-        println!(
+        out!(
             "{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
-            "server", "uploaded", "mirrored", "present", "failed", "pending", "bytes sent"
+            "server",
+            "uploaded",
+            "mirrored",
+            "present",
+            "failed",
+            "pending",
+            "bytes sent"
         );
         for name in &self.order {
             let s = &self.servers[name];
-            println!(
+            out!(
                 "{name:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>12}",
-                s.uploaded, s.mirrored, s.already_present, s.failed, s.pending, s.bytes_sent
+                s.uploaded,
+                s.mirrored,
+                s.already_present,
+                s.failed,
+                s.pending,
+                s.bytes_sent
             );
         }
-        println!("bytes sent in all: {}", self.bytes_sent());
+        out!("bytes sent in all: {}", self.bytes_sent());
         for name in &self.order {
             let reasons = &self.servers[name].reasons;
             for (reason, count) in reasons.iter().take(5) {
-                println!("failed on {name}: {count} blob(s): {reason}");
+                out!("failed on {name}: {count} blob(s): {reason}");
             }
             if reasons.len() > 5 {
                 let more: u64 = reasons[5..].iter().map(|(_, n)| n).sum();
-                println!(
+                out!(
                     "failed on {name}: {more} more blob(s) for {} other reasons (see status)",
                     reasons.len() - 5
                 );
             }
         }
         for (hash, stored) in self.below.iter().take(20) {
-            println!("below {} copies: {hash} is on {stored} server(s)", self.min_copies);
+            out!("below {} copies: {hash} is on {stored} server(s)", self.min_copies);
         }
         if self.below.len() > 20 {
-            println!("below {} copies: {} more blobs", self.min_copies, self.below.len() - 20);
+            out!("below {} copies: {} more blobs", self.min_copies, self.below.len() - 20);
         }
         if interrupted {
-            println!("interrupted: pending work stays queued; `blossom-replicator run` resumes it");
+            out!("interrupted: pending work stays queued; `blossom-replicator run` resumes it");
         }
     }
 

@@ -35,7 +35,12 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitC
         bail!("blob {missing} is not in the database {}", path.display());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "blobs": blobs }))?);
+        // A struct, not json!: it keeps the fields in their documented order.
+        #[derive(serde::Serialize)]
+        struct Document<'a> {
+            blobs: &'a [BlobStatus],
+        }
+        out!("{}", serde_json::to_string_pretty(&Document { blobs: &blobs })?);
     } else if only.is_some() {
         blobs.iter().for_each(print_detail);
     } else {
@@ -47,13 +52,17 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitC
 }
 
 fn print_table(blobs: &[BlobStatus]) {
-    println!(
+    out!(
         "{:<64}  {:>12}  {:>7}  {:>7}  {:>7}  source",
-        "sha256", "size", "stored", "pending", "failed"
+        "sha256",
+        "size",
+        "stored",
+        "pending",
+        "failed"
     );
     for blob in blobs {
         let count = |state| blob.replicas.iter().filter(|r| r.state == state).count();
-        println!(
+        out!(
             "{}  {:>12}  {:>7}  {:>7}  {:>7}  {}",
             blob.sha256,
             blob.size,
@@ -66,9 +75,9 @@ fn print_table(blobs: &[BlobStatus]) {
 }
 
 fn print_detail(blob: &BlobStatus) {
-    println!("{}  {} bytes  {}", blob.sha256, blob.size, blob.mime);
+    out!("{}  {} bytes  {}", blob.sha256, blob.size, blob.mime);
     if let Some(source) = &blob.source {
-        println!("  source: {}", source.display());
+        out!("  source: {}", source.display());
     }
     for r in &blob.replicas {
         let state = r.state.as_str();
@@ -77,6 +86,6 @@ fn print_detail(blob: &BlobStatus) {
             (Some(url), None) => url.clone(),
             (None, None) => String::new(),
         };
-        println!("  {state:<7}  {:<32}  attempts {}  {}", r.server, r.attempts, detail);
+        out!("  {state:<7}  {:<32}  attempts {}  {}", r.server, r.attempts, detail);
     }
 }
