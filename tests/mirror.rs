@@ -9,8 +9,8 @@ use std::process::Command;
 
 use support::fault_server::{FaultServer, Reply};
 use support::{
-    BlossomServer, TestKey, cli, copy_real_files, describe, replica_states, run_async, status_json,
-    write_config, write_random_file,
+    BlossomServer, TestKey, cli, copy_real_files, describe, jobs_in_state, replica_states,
+    run_async, status_json, write_config, write_random_file,
 };
 
 struct Setup {
@@ -211,6 +211,22 @@ async fn verify_catches_a_lost_blob_and_repair_fills_a_new_server() {
     }
     assert!(servers[3].upload_counts().is_empty(), "the new server got nothing by upload");
 
+    // A copy overwritten with other bytes of the same size: HEAD cannot
+    // tell, a deep verify can, and repair replaces it.
+    let corrupted = servers[2].dir.path().join(format!("blobs/{victim}.blob"));
+    let len = std::fs::metadata(&corrupted).unwrap().len();
+    write_random_file(&corrupted, len, 99);
+    let output = run_async(s.command(&urls, &["verify", "--deep"])).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains(&format!("wrong        {victim}  {}", urls[2]))
+    );
+    let output = run_async(s.command(&urls, &["repair"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = run_async(s.command(&urls, &["verify", "--deep"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+
     let output = run_async(s.command(&urls, &["whereis", &victim])).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("on 4 of 4 servers"));
@@ -233,6 +249,11 @@ async fn delete_removes_everywhere_and_checks() {
     }
     let states: Vec<_> = replica_states(&s.db).into_iter().map(|r| r.2).collect();
     assert_eq!(states, ["deleted", "deleted"]);
+    // A deleted blob is not missing work: run and status stay green.
+    let output = run_async(s.command(&urls, &["run"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = run_async(s.command(&urls, &["status"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
 }
 
 /// B06 in small: one server refuses the blob for good; with --min-copies 2
@@ -260,4 +281,52 @@ async fn min_copies_decides_the_exit_code() {
     let output = run_async(s.command(&urls, &["push", file.to_str().unwrap()])).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("below 3 copies"));
+}
+
+/// With mirror-first, the first server in the list uploads and the others
+/// wait for it. When it fails, the next one uploads instead of waiting out
+/// the first one's backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_first_server_does_not_hold_the_others_back() {
+    let s = Setup::new();
+    let down = FaultServer::start().await;
+    down.rule("HEAD", "/", None, Reply::status(503));
+    down.rule("PUT", "/", None, Reply::status(503));
+    let servers: Vec<_> = (0..2).map(|_| BlossomServer::start(&s.key.pubkey_hex)).collect();
+    let file = s.file("urgent.txt", b"must not wait for a dead server\n");
+    let started = std::time::Instant::now();
+    let urls = [down.url.as_str(), servers[0].url.as_str(), servers[1].url.as_str()];
+    let output = run_async(s.command(&urls, &["push", file.to_str().unwrap()])).await;
+    assert_eq!(output.status.code(), Some(1), "the dead server failed: {}", describe(&output));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    let states = replica_states(&s.db);
+    for (_, server, state, _) in &states {
+        let want = if *server == down.url { "failed" } else { "stored" };
+        assert_eq!(state, want, "{server}: {states:?}");
+    }
+    let methods: Vec<_> = states.iter().filter(|r| r.2 == "stored").map(|r| r.3.as_str()).collect();
+    assert!(methods.contains(&"uploaded") && methods.contains(&"mirrored"), "{methods:?}");
+}
+
+/// Work queued while a server was in the list, then run without it: the
+/// blobs still reach the servers that remain.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_left_waiting_on_a_removed_server_still_runs() {
+    let s = Setup::new();
+    let slow = FaultServer::start().await;
+    slow.rule("HEAD", "/", None, Reply::Think(std::time::Duration::from_secs(60)));
+    let real = BlossomServer::start(&s.key.pubkey_hex);
+    let file = s.file("stuck.txt", b"queued behind a server that hangs\n");
+    let mut child =
+        s.command(&[&slow.url, &real.url], &["push", file.to_str().unwrap()]).spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(jobs_in_state(&s.db, "waiting") > 0, "the second server's job waits for the first");
+
+    let output = run_async(s.command(&[&real.url], &["run"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stored: Vec<_> =
+        replica_states(&s.db).into_iter().filter(|r| r.1 == real.url).map(|r| r.2).collect();
+    assert_eq!(stored, ["stored"]);
 }

@@ -306,11 +306,17 @@ impl Summary {
                 entry.reasons = list;
             }
         }
+        // Only copies on the servers of this run count, and blobs deleted on
+        // request are not expected anywhere.
         let below = statuses
             .iter()
+            .filter(|b| !b.replicas.iter().all(|r| r.state == ReplicaState::Deleted))
             .map(|b| {
-                let stored =
-                    b.replicas.iter().filter(|r| r.state == ReplicaState::Stored).count() as u32;
+                let stored = b
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::Stored && servers.contains(&r.server))
+                    .count() as u32;
                 (b.sha256, stored)
             })
             .filter(|(_, stored)| *stored < min_copies)

@@ -46,8 +46,11 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ExitC
     } else {
         print_table(&blobs);
     }
-    let all_stored =
-        blobs.iter().flat_map(|b| &b.replicas).all(|r| r.state == ReplicaState::Stored);
+    // Deleted replicas were removed on request: they count as settled.
+    let all_stored = blobs
+        .iter()
+        .flat_map(|b| &b.replicas)
+        .all(|r| matches!(r.state, ReplicaState::Stored | ReplicaState::Deleted));
     Ok(if all_stored { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

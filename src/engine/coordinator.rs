@@ -169,17 +169,21 @@ impl CoordinatorActor {
     }
 
     async fn record(&mut self, job: ClaimedJob, server: ServerUrl, outcome: JobOutcome) {
-        let progress =
-            match self.parts.store.finish(&job, &server, &self.parts.owner, &outcome).await {
-                Ok(recorded) => {
-                    if recorded.released > 0 {
-                        // Jobs that waited for a holder can run now.
-                        self.parts.wakers.iter().for_each(|w| w.notify_one());
-                    }
-                    recorded.progress
+        let progress = match self
+            .parts
+            .store
+            .finish_for(&job, &server, &self.parts.owner, &outcome, Some(&self.parts.servers))
+            .await
+        {
+            Ok(recorded) => {
+                if recorded.released > 0 {
+                    // Jobs that waited for a holder can run now.
+                    self.parts.wakers.iter().for_each(|w| w.notify_one());
                 }
-                Err(e) => return self.fail(e),
-            };
+                recorded.progress
+            }
+            Err(e) => return self.fail(e),
+        };
         let sha256 = job.blob.sha256;
         let event = match outcome {
             JobOutcome::Stored { method, bytes_sent, .. } => {

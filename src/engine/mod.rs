@@ -133,6 +133,14 @@ impl Replicator {
                 "took back jobs of a process that stopped without finishing them"
             );
         }
+        let urls: Vec<ServerUrl> = config.servers.iter().map(|s| s.url.clone()).collect();
+        let unblocked = store.unblock_waiting(&urls).await?;
+        if unblocked > 0 {
+            tracing::info!(
+                jobs = unblocked,
+                "blobs whose uploader is not configured now upload to another server"
+            );
+        }
 
         let servers: Vec<ServerUrl> = config.servers.iter().map(|s| s.url.clone()).collect();
         let wakers: Vec<Arc<Notify>> = servers.iter().map(|_| Arc::new(Notify::new())).collect();
@@ -271,7 +279,7 @@ impl Replicator {
     pub async fn wait_until_replicated(&self, hash: &Sha256) -> Result<BlobProgress, Error> {
         let mut events = self.events.subscribe();
         loop {
-            let progress = self.store.progress(hash).await?;
+            let progress = self.store.progress(hash, &self.servers).await?;
             if progress.is_settled() {
                 return Ok(progress);
             }
@@ -321,7 +329,7 @@ impl Replicator {
         let mut events = self.events.subscribe();
         let mut pending = std::collections::HashSet::new();
         for hash in hashes {
-            if !self.store.progress(hash).await?.is_settled() {
+            if !self.store.progress(hash, &self.servers).await?.is_settled() {
                 pending.insert(*hash);
             }
         }
@@ -347,7 +355,7 @@ impl Replicator {
             let limit = if recheck_all { usize::MAX } else { 500 };
             let sample: Vec<Sha256> = pending.iter().take(limit).copied().collect();
             for hash in sample {
-                if self.store.progress(&hash).await?.is_settled() {
+                if self.store.progress(&hash, &self.servers).await?.is_settled() {
                     pending.remove(&hash);
                 }
             }
@@ -410,5 +418,14 @@ fn pid_is_alive(pid: u32) -> bool {
     if !proc.join("self").exists() {
         return true;
     }
-    pid == std::process::id() || proc.join(pid.to_string()).exists()
+    if pid == std::process::id() {
+        return true;
+    }
+    // A killed process that nobody has reaped yet is a zombie: dead.
+    match std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        }
+        Err(_) => false,
+    }
 }

@@ -212,7 +212,7 @@ impl Shared {
                 }
             };
             let outcome = tokio::select! {
-                result = self.replicate(&job.blob, &sent, &uploading) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
+                result = self.replicate(&job, &sent, &uploading) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
                 () = stopped_before_upload => JobOutcome::Released,
                 () = self.abort.cancelled() => JobOutcome::Released,
             };
@@ -227,12 +227,27 @@ impl Shared {
     /// upload it, from the local file or relayed from a holder.
     async fn replicate(
         &self,
-        blob: &LocalBlob,
+        job: &ClaimedJob,
         sent: &Arc<AtomicU64>,
         uploading: &AtomicBool,
     ) -> Attempt {
+        let blob = &job.blob;
+        if job.replace {
+            // The server serves wrong bytes under this hash, and servers keep
+            // what they have when the same hash is uploaded again: remove it
+            // first, and do not take its word that it has the blob.
+            self.limiter.until_ready().await;
+            let encoding = self.encoding();
+            self.client.delete(&blob.sha256, encoding).await?;
+            tracing::info!("deleted a wrong copy; sending the blob again");
+        }
         self.limiter.until_ready().await;
-        match self.client.has_blob(&blob.sha256, self.encoding()).await {
+        let presence = if job.replace {
+            Ok(Presence::Absent)
+        } else {
+            self.client.has_blob(&blob.sha256, self.encoding()).await
+        };
+        match presence {
             Ok(Presence::Present { size }) if size.is_none_or(|s| s == blob.size) => {
                 tracing::debug!("server already holds the blob; nothing sent");
                 let url = format!("{}/{}", self.client.server(), blob.sha256);

@@ -24,6 +24,9 @@ pub struct ClaimedJob {
     pub blob: LocalBlob,
     /// This claim's attempt number, from 1.
     pub attempt: u32,
+    /// The server's copy was found wrong: delete it and send the blob
+    /// again, without trusting the server's word that it has it.
+    pub replace: bool,
 }
 
 /// What recording a job's outcome changed.
@@ -103,9 +106,9 @@ impl Store {
         let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
         let rows = sqlx::query(
-            "SELECT j.id, j.sha256, j.attempts, j.last_error, b.size, b.mime, b.source, b.source_raw
+            "SELECT j.id, j.sha256, j.kind, j.attempts, j.last_error, b.size, b.mime, b.source, b.source_raw
              FROM jobs j JOIN blobs b ON b.sha256 = j.sha256
-             WHERE j.server = ?1 AND j.kind = 'upload'
+             WHERE j.server = ?1 AND j.kind IN ('upload', 'replace')
                AND ((j.state = 'queued' AND j.run_at <= ?2) OR (j.state = 'leased' AND j.lease_until <= ?2))
              ORDER BY j.run_at, j.id
              LIMIT ?3",
@@ -141,7 +144,7 @@ impl Store {
                     now,
                 )
                 .await?;
-                self.release_waiting(&mut tx, &sha256, now).await?;
+                self.release_waiting(&mut tx, &sha256, now, true).await?;
                 continue;
             }
             sqlx::query(
@@ -164,7 +167,8 @@ impl Store {
                 mime: row.get("mime"),
                 path,
             };
-            jobs.push(ClaimedJob { id, blob, attempt: attempts + 1 });
+            let replace = row.get::<String, _>("kind") == "replace";
+            jobs.push(ClaimedJob { id, blob, attempt: attempts + 1, replace });
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(jobs)
@@ -186,6 +190,23 @@ impl Store {
         server: &ServerUrl,
         owner: &str,
         outcome: &JobOutcome,
+    ) -> Result<Recorded, Error> {
+        self.finish_for(job, server, owner, outcome, None).await
+    }
+
+    /// As [`Store::finish`], with the blob's progress counted on `scope`
+    /// only (the servers this process replicates to).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn finish_for(
+        &self,
+        job: &ClaimedJob,
+        server: &ServerUrl,
+        owner: &str,
+        outcome: &JobOutcome,
+        scope: Option<&[ServerUrl]>,
     ) -> Result<Recorded, Error> {
         let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
@@ -230,14 +251,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
-                let progress = self.blob_progress(&mut tx, &job.blob.sha256).await?;
+                let progress = self.blob_progress(&mut tx, &job.blob.sha256, scope).await?;
                 tx.commit().await.map_err(|e| self.sql(e))?;
                 return Ok(Recorded { progress, released: 0 });
             }
         };
         self.settle(&mut tx, job.id, &job.blob.sha256, server, Some(owner), &settle, now).await?;
-        let released = self.release_waiting(&mut tx, &job.blob.sha256, now).await?;
-        let progress = self.blob_progress(&mut tx, &job.blob.sha256).await?;
+        let failed = !matches!(outcome, JobOutcome::Stored { .. });
+        let released = self.release_waiting(&mut tx, &job.blob.sha256, now, failed).await?;
+        let progress = self.blob_progress(&mut tx, &job.blob.sha256, scope).await?;
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(Recorded { progress, released })
     }

@@ -30,6 +30,12 @@ const UPSERT_REPLICA_RETRY_LOST: &str =
          updated_at = ?3
      RETURNING state";
 
+/// Servers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+pub(crate) fn server_list(servers: &[ServerUrl]) -> String {
+    serde_json::to_string(&servers.iter().map(ServerUrl::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+}
+
 /// A path as stored: text when it is valid UTF-8; otherwise a lossy text
 /// for people and the exact bytes beside it.
 pub(crate) fn path_columns(path: &std::path::Path) -> (Option<String>, Option<Vec<u8>>) {
@@ -272,6 +278,16 @@ impl Store {
             .map_err(|e| self.sql(e))?;
 
             for server in servers {
+                // A copy verify found wrong must be replaced, not trusted again.
+                let before: Option<String> = sqlx::query_scalar(
+                    "SELECT state FROM replicas WHERE sha256 = ? AND server = ?",
+                )
+                .bind(blob.sha256.to_hex())
+                .bind(server.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.sql(e))?;
+                let kind = if before.as_deref() == Some("corrupt") { "replace" } else { "upload" };
                 let state: String = sqlx::query_scalar(upsert)
                     .bind(blob.sha256.to_hex())
                     .bind(server.as_str())
@@ -289,45 +305,99 @@ impl Store {
                 };
                 let inserted = sqlx::query(
                     "INSERT OR IGNORE INTO jobs (sha256, server, kind, state, run_at, created_at, updated_at)
-                     VALUES (?1, ?2, 'upload', ?3, ?4, ?4, ?4)",
+                     VALUES (?1, ?2, ?5, ?3, ?4, ?4, ?4)",
                 )
                 .bind(blob.sha256.to_hex())
                 .bind(server.as_str())
                 .bind(job_state)
                 .bind(now)
+                .bind(kind)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
                 done.jobs += inserted.rows_affected();
             }
-            self.release_waiting(&mut tx, &blob.sha256, now).await?;
+            if strategy == Strategy::Upload {
+                // Asked to upload everywhere: nothing waits for a holder.
+                sqlx::query("UPDATE jobs SET state = 'queued', run_at = ?2 WHERE sha256 = ?1 AND state = 'waiting'")
+                    .bind(blob.sha256.to_hex())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.sql(e))?;
+            }
+            self.release_waiting(&mut tx, &blob.sha256, now, false).await?;
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(done)
     }
 
-    /// Keeps a blob's waiting jobs moving (returns how many it released): once some server holds the blob
-    /// they all become runnable (they will mirror it); while none does and
-    /// no job of the blob is running, the first waiting one becomes
-    /// runnable (it will upload).
+    /// Keeps a blob's waiting jobs moving (returns how many it released):
+    /// once some server holds the blob they all become runnable (they will
+    /// mirror it); while none does, the first waiting one becomes runnable
+    /// (it will upload) when no job of the blob is running, or right after
+    /// an attempt failed, so that a failing first server does not hold the
+    /// others back while it waits out its backoff.
     pub(crate) async fn release_waiting(
         &self,
         conn: &mut sqlx::SqliteConnection,
         hash: &Sha256,
         now: i64,
+        after_failure: bool,
     ) -> Result<u64, Error> {
         let released = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
              WHERE sha256 = ?1 AND state = 'waiting'
                AND (EXISTS (SELECT 1 FROM replicas WHERE sha256 = ?1 AND state = 'stored')
                     OR (id = (SELECT min(id) FROM jobs WHERE sha256 = ?1 AND state = 'waiting')
-                        AND NOT EXISTS (SELECT 1 FROM jobs WHERE sha256 = ?1 AND state IN ('queued', 'leased'))))",
+                        AND (?3 OR NOT EXISTS (SELECT 1 FROM jobs WHERE sha256 = ?1 AND state IN ('queued', 'leased')))))",
         )
         .bind(hash.to_hex())
         .bind(now)
+        .bind(after_failure)
         .execute(&mut *conn)
         .await
         .map_err(|e| self.sql(e))?;
+        Ok(released.rows_affected())
+    }
+
+    /// Makes sure every blob with work waiting on these servers has a job
+    /// that can run here: when the job that was to upload it belongs to a
+    /// server no longer configured, the first waiting one here takes over.
+    /// Returns how many jobs were released.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn unblock_waiting(&self, servers: &[ServerUrl]) -> Result<u64, Error> {
+        let now = to_millis(SystemTime::now());
+        let mut tx = self.write().await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
+             WHERE id IN (
+                 SELECT min(j.id) FROM jobs j
+                 WHERE j.state = 'waiting' AND j.server IN (SELECT value FROM json_each(?1))
+                   AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.sha256 = j.sha256 AND r.state = 'stored')
+                   AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.sha256 = j.sha256 AND k.state IN ('queued', 'leased')
+                                   AND k.server IN (SELECT value FROM json_each(?1)))
+                 GROUP BY j.sha256)",
+        )
+        .bind(server_list(servers))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
+             WHERE state = 'waiting' AND server IN (SELECT value FROM json_each(?1))
+               AND EXISTS (SELECT 1 FROM replicas r WHERE r.sha256 = jobs.sha256 AND r.state = 'stored')",
+        )
+        .bind(server_list(servers))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(released.rows_affected())
     }
 
@@ -561,29 +631,38 @@ impl Store {
         })
     }
 
-    /// Where a blob stands: its replicas counted by state.
+    /// Where a blob stands: its replicas on `servers` counted by state.
     ///
     /// # Errors
     ///
     /// Database failures.
-    pub async fn progress(&self, hash: &Sha256) -> Result<BlobProgress, Error> {
+    pub async fn progress(
+        &self,
+        hash: &Sha256,
+        servers: &[ServerUrl],
+    ) -> Result<BlobProgress, Error> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.sql(e))?;
-        self.blob_progress(&mut conn, hash).await
+        self.blob_progress(&mut conn, hash, Some(servers)).await
     }
 
-    /// Counts a blob's replicas by state.
+    /// Counts a blob's replicas by state, on the given servers only (all
+    /// servers when `None`): copies elsewhere neither count toward a goal nor
+    /// keep it waiting.
     pub(crate) async fn blob_progress(
         &self,
         conn: &mut sqlx::SqliteConnection,
         hash: &Sha256,
+        servers: Option<&[ServerUrl]>,
     ) -> Result<BlobProgress, Error> {
         let row = sqlx::query(
             "SELECT count(*) FILTER (WHERE state = 'stored')  AS stored,
                     count(*) FILTER (WHERE state = 'pending') AS pending,
                     count(*) FILTER (WHERE state = 'failed')  AS failed
-             FROM replicas WHERE sha256 = ?",
+             FROM replicas
+             WHERE sha256 = ?1 AND (?2 IS NULL OR server IN (SELECT value FROM json_each(?2)))",
         )
         .bind(hash.to_hex())
+        .bind(servers.map(server_list))
         .fetch_one(conn)
         .await
         .map_err(|e| self.sql(e))?;
