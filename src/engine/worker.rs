@@ -269,10 +269,13 @@ impl Shared {
             Err(e) => tracing::debug!(error = %e, "existence check refused; going on"),
         }
 
-        let holders = self.holders(blob).await;
-        if self.strategy == Strategy::Mirror
-            && !self.mirror_unsupported.load(Ordering::Relaxed)
-            && let Some(stored) = self.mirror(blob, &holders).await?
+        // Holders are looked up only when they are needed: to mirror from,
+        // or when the local copy is unusable.
+        let mirroring =
+            self.strategy == Strategy::Mirror && !self.mirror_unsupported.load(Ordering::Relaxed);
+        let mut holders = if mirroring { Some(self.holders(blob).await) } else { None };
+        if let Some(found) = holders.as_deref()
+            && let Some(stored) = self.mirror(blob, found).await?
         {
             return Ok(stored);
         }
@@ -285,12 +288,24 @@ impl Shared {
                 .await
             {
                 Ok(receipt) => return Ok(Stored::uploaded(&receipt)),
-                Err(e) if e.is_source_error() && !holders.is_empty() => {
+                Err(e) if e.is_source_error() => {
+                    let found = match holders.take() {
+                        Some(found) => found,
+                        None => self.holders(blob).await,
+                    };
+                    if found.is_empty() {
+                        return Err(e);
+                    }
                     tracing::warn!(error = %e, "local copy unusable; relaying from a server that holds the blob");
+                    holders = Some(found);
                 }
                 Err(e) => return Err(e),
             }
         }
+        let holders = match holders {
+            Some(found) => found,
+            None => self.holders(blob).await,
+        };
         self.relay(blob, &holders, sent).await
     }
 
