@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{BlossomServer, TestKey, cli, jobs_in_state, replica_states, write_config};
+use support::{BlossomServer, TestKey, cli, jobs_in_state, replica_states, write_config_with_rate};
 
 const BLOBS: usize = 1000;
 const KILLS: usize = 20;
@@ -33,14 +33,7 @@ async fn twenty_sigkills_lose_nothing_and_send_nothing_twice() {
         std::fs::write(input.join(format!("blob-{i:04}.bin")), bytes).unwrap();
     }
     // Slow enough that the kills land all through the run.
-    let config = write_config(work.path(), &urls, "");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("rate = 500.0\nburst = 100", "rate = 150.0\nburst = 10"),
-    )
-    .unwrap();
+    let config = write_config_with_rate(work.path(), &urls, 150.0, 10, "");
     let db = work.path().join("replicator.db");
     let push = || {
         let mut command = cli(Some(&key));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     BlossomServer, TestKey, cli, copy_real_files, describe, jobs_in_state, run, status_json,
-    write_config, write_random_file,
+    write_config, write_config_with_rate, write_random_file,
 };
 
 /// Every blob in the database is stored on every server, and each server
@@ -115,14 +115,7 @@ async fn sigkill_mid_push_then_run_sends_nothing_twice() {
 
     // Slow enough that the kill lands with work done, in flight and queued.
     let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
-    let config = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("rate = 500.0\nburst = 100", "rate = 20.0\nburst = 4"),
-    )
-    .unwrap();
+    let config = write_config_with_rate(work.path(), &urls, 20.0, 4, UPLOAD_EVERYWHERE);
     let db = work.path().join("replicator.db");
     let log = work.path().join("push.log");
     let mut child = cli(Some(&key))
@@ -194,14 +187,7 @@ async fn sigterm_stops_gracefully_and_run_resumes() {
         std::fs::write(input.join(format!("note-{i}.txt")), format!("note {i}\n")).unwrap();
     }
     let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
-    let slow = write_config(work.path(), &urls, UPLOAD_EVERYWHERE);
-    std::fs::write(
-        &slow,
-        std::fs::read_to_string(&slow)
-            .unwrap()
-            .replace("rate = 500.0\nburst = 100", "rate = 4.0\nburst = 1"),
-    )
-    .unwrap();
+    let slow = write_config_with_rate(work.path(), &urls, 4.0, 1, UPLOAD_EVERYWHERE);
     let db = work.path().join("replicator.db");
 
     let child = cli(Some(&key))

@@ -277,17 +277,17 @@ impl Store {
             .await
             .map_err(|e| self.sql(e))?;
 
+            // Copies verify found wrong must be replaced, not trusted again.
+            let corrupt: Vec<String> = sqlx::query_scalar(
+                "SELECT server FROM replicas WHERE sha256 = ? AND state = 'corrupt'",
+            )
+            .bind(blob.sha256.to_hex())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.sql(e))?;
             for server in servers {
-                // A copy verify found wrong must be replaced, not trusted again.
-                let before: Option<String> = sqlx::query_scalar(
-                    "SELECT state FROM replicas WHERE sha256 = ? AND server = ?",
-                )
-                .bind(blob.sha256.to_hex())
-                .bind(server.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.sql(e))?;
-                let kind = if before.as_deref() == Some("corrupt") { "replace" } else { "upload" };
+                let kind =
+                    if corrupt.iter().any(|c| c == server.as_str()) { "replace" } else { "upload" };
                 let state: String = sqlx::query_scalar(upsert)
                     .bind(blob.sha256.to_hex())
                     .bind(server.as_str())

@@ -187,7 +187,19 @@ pub fn free_port() -> u16 {
 
 /// A config file for these servers with limits generous enough for tests.
 pub fn write_config(dir: &Path, servers: &[&str], extra: &str) -> PathBuf {
-    let mut text = String::from("[defaults]\nrate = 500.0\nburst = 100\nmax_in_flight = 8\n\n");
+    write_config_with_rate(dir, servers, 500.0, 100, extra)
+}
+
+/// A config file whose servers take `rate` requests per second after a
+/// burst of `burst`: slow enough for a signal or a kill to land mid-run.
+pub fn write_config_with_rate(
+    dir: &Path,
+    servers: &[&str],
+    rate: f64,
+    burst: u32,
+    extra: &str,
+) -> PathBuf {
+    let mut text = format!("[defaults]\nrate = {rate:?}\nburst = {burst}\nmax_in_flight = 8\n\n");
     for server in servers {
         text.push_str(&format!("[[servers]]\nurl = \"{server}\"\n\n"));
     }
