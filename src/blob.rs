@@ -133,10 +133,16 @@ impl LocalBlob {
         let io_err = |source| InputError::Unreadable { path: path.to_owned(), source };
         let absolute = std::path::absolute(path).map_err(io_err)?;
         let file = File::open(&absolute).map_err(|e| InputError::from_io(path, e))?;
-        let (sha256, size) = hash_reader(file).map_err(io_err)?;
-        Ok(Self { sha256, size, mime: mime_for(&absolute), path: absolute })
+        let mut head = Vec::with_capacity(SNIFF_LEN);
+        let mut file = io::BufReader::with_capacity(HASH_BUFFER, file);
+        (&mut file).take(SNIFF_LEN as u64).read_to_end(&mut head).map_err(io_err)?;
+        let (sha256, size) = hash_reader(io::Cursor::new(&head).chain(file)).map_err(io_err)?;
+        Ok(Self { sha256, size, mime: declared_type(&absolute, &head), path: absolute })
     }
 }
+
+/// How many leading bytes are read to tell what a file really is.
+const SNIFF_LEN: usize = 8 * 1024;
 
 /// Hashes everything a reader yields, with constant memory.
 pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Sha256, u64)> {
@@ -157,7 +163,22 @@ pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Sha256, u64)> {
 /// Opaque is the honest default: servers that sniff content refuse bytes
 /// that do not match a declared media type.
 pub fn mime_for(path: &Path) -> String {
-    mime_guess::from_path(path).first_raw().unwrap_or("application/octet-stream").to_owned()
+    mime_guess::from_path(path).first_raw().unwrap_or(OPAQUE).to_owned()
+}
+
+const OPAQUE: &str = "application/octet-stream";
+
+/// The type to declare for a file whose first bytes are `head` (field case
+/// B18): what the bytes show themselves to be when their format has a
+/// signature; opaque when the name promises a format with a signature that
+/// the bytes lack (an encrypted `photo.jpg`, which servers that sniff would
+/// refuse); else what the name says.
+pub fn declared_type(path: &Path, head: &[u8]) -> String {
+    if let Some(kind) = infer::get(head) {
+        return kind.mime_type().to_owned();
+    }
+    let named = mime_for(path);
+    if infer::is_mime_supported(&named) { OPAQUE.to_owned() } else { named }
 }
 
 /// A path the user named that cannot be pushed.
@@ -296,6 +317,36 @@ mod tests {
         for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
             let err = bad.parse::<Sha256>().unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    /// Field case B18: declare what the bytes are, not what the name says.
+    #[test]
+    fn b18_the_declared_type_follows_the_bytes() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        let random = [0x5a, 0x13, 0xf0, 0x99, 0x01, 0x02, 0x03, 0x04, 0xaa, 0xbb];
+        let cases: [(&str, &[u8], &str); 6] = [
+            ("photo.jpg", &random, "application/octet-stream"),
+            ("photo.jpg.enc", &random, "application/octet-stream"),
+            ("photo.jpg", png, "image/png"),
+            ("no-extension", png, "image/png"),
+            ("notes.txt", b"hello", "text/plain"),
+            ("page.html", b"<html></html>", "text/html"),
+        ];
+        for (name, head, expected) in cases {
+            assert_eq!(declared_type(Path::new(name), head), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn from_path_hashes_the_sniffed_head_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 10, SNIFF_LEN - 1, SNIFF_LEN, SNIFF_LEN + 1, 3 * HASH_BUFFER + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &data).unwrap();
+            let blob = LocalBlob::from_path(&path).unwrap();
+            assert_eq!((blob.sha256, blob.size), (Sha256::digest(&data), len as u64));
         }
     }
 

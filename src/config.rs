@@ -69,6 +69,10 @@ pub struct ServerConfig {
     pub max_in_flight: NonZeroUsize,
     /// How auth tokens are encoded until the server teaches us otherwise.
     pub token_encoding: TokenEncoding,
+    /// Blobs of at least this many bytes are announced with `HEAD /upload`
+    /// (BUD-06) before their body is sent, so a server that will refuse
+    /// them says so first. Servers without it are remembered and skipped.
+    pub preflight_min_size: u64,
 }
 
 /// Retries of transient failures.
@@ -82,6 +86,12 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest `Retry-After` honoured; a server asking for more gets this.
     pub max_retry_after: Duration,
+    /// Consecutive transient failures after which a server is paused (its
+    /// circuit opens) while the other servers go on; 0 never pauses.
+    pub circuit_failures: u32,
+    /// The first pause; it doubles, up to `max_delay`, while the server
+    /// keeps failing the single request let through after each pause.
+    pub circuit_cooldown: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -91,6 +101,8 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(600),
             max_retry_after: Duration::from_secs(3600),
+            circuit_failures: 5,
+            circuit_cooldown: Duration::from_secs(10),
         }
     }
 }
@@ -244,6 +256,7 @@ struct RawServerDefaults {
     burst: NonZeroU32,
     max_in_flight: NonZeroUsize,
     token_encoding: TokenEncoding,
+    preflight_min_size: u64,
 }
 
 impl Default for RawServerDefaults {
@@ -253,6 +266,7 @@ impl Default for RawServerDefaults {
             burst: NonZeroU32::new(20).expect("non-zero"),
             max_in_flight: NonZeroUsize::new(8).expect("non-zero"),
             token_encoding: TokenEncoding::Base64,
+            preflight_min_size: 1024 * 1024,
         }
     }
 }
@@ -265,6 +279,7 @@ impl RawServerDefaults {
             burst: self.burst,
             max_in_flight: self.max_in_flight,
             token_encoding: self.token_encoding,
+            preflight_min_size: self.preflight_min_size,
         }
     }
 }
@@ -277,6 +292,7 @@ struct RawServer {
     burst: Option<NonZeroU32>,
     max_in_flight: Option<NonZeroUsize>,
     token_encoding: Option<TokenEncoding>,
+    preflight_min_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +302,8 @@ struct RawRetry {
     min_delay: Option<String>,
     max_delay: Option<String>,
     max_retry_after: Option<String>,
+    circuit_failures: Option<u32>,
+    circuit_cooldown: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +344,7 @@ impl RawConfig {
             server.burst = raw.burst.unwrap_or(server.burst);
             server.max_in_flight = raw.max_in_flight.unwrap_or(server.max_in_flight);
             server.token_encoding = raw.token_encoding.unwrap_or(server.token_encoding);
+            server.preflight_min_size = raw.preflight_min_size.unwrap_or(server.preflight_min_size);
             servers.push(server);
         }
 
@@ -346,6 +365,12 @@ impl RawConfig {
                 "retry.max_retry_after",
                 self.retry.max_retry_after,
                 defaults.max_retry_after,
+            )?,
+            circuit_failures: self.retry.circuit_failures.unwrap_or(defaults.circuit_failures),
+            circuit_cooldown: duration(
+                "retry.circuit_cooldown",
+                self.retry.circuit_cooldown,
+                defaults.circuit_cooldown,
             )?,
         };
         if retry.min_delay > retry.max_delay {

@@ -165,6 +165,39 @@ impl ServerClient {
         request.send().await.map_err(|e| Error::transport(Endpoint::HasBlob, url.as_str(), e))
     }
 
+    /// `HEAD /upload` (BUD-06): asks whether the server would take this
+    /// blob, before its body is sent. It is an optimisation only: callers
+    /// treat any answer but a definite refusal (402, 413, 415) as "go on".
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and any status but success (404, 405 and 501
+    /// classify as unsupported).
+    pub async fn upload_preflight(
+        &self,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<(), Error> {
+        let url = self.server.endpoint("upload");
+        let token =
+            self.token(Verb::Upload, blob.sha256, Duration::from_secs(300), encoding).await?;
+        let response = self
+            .http
+            .head(url.clone())
+            .timeout(self.timeouts.request)
+            .header(AUTHORIZATION, token)
+            .header("X-SHA-256", blob.sha256.to_hex())
+            .header("X-Content-Length", blob.size)
+            .header("X-Content-Type", &blob.mime)
+            .send()
+            .await
+            .map_err(|e| Error::transport(Endpoint::UploadPreflight, url.as_str(), e))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(status_error(Endpoint::UploadPreflight, url.as_str(), response).await)
+    }
+
     /// `PUT /upload`, streaming the file with an explicit `Content-Length`
     /// (servers refuse chunked bodies with 411). Succeeds only when the
     /// server's descriptor names exactly our hash and size.

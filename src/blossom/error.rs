@@ -77,7 +77,7 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The server answered with a status that is not success.
-    #[error("{} {url}: {status}{}", endpoint.method(), reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    #[error("{} {url}: {status}{}{}", endpoint.method(), reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), payment_offer(payment))]
     Status {
         /// Which endpoint.
         endpoint: Endpoint,
@@ -147,6 +147,19 @@ pub enum Error {
     /// The token could not be built or signed.
     #[error("{0}")]
     Sign(String),
+    /// Not sent: the server refused a body at least this large before
+    /// (field case B07).
+    #[error(
+        "PUT {url}: not sent: the server refused {refused} bytes as too large, and this blob has {size}"
+    )]
+    TooLarge {
+        /// The upload URL.
+        url: String,
+        /// The blob's size.
+        size: u64,
+        /// The smallest size the server refused.
+        refused: u64,
+    },
 }
 
 impl Error {
@@ -159,7 +172,8 @@ impl Error {
             Self::Integrity { .. }
             | Self::Source { .. }
             | Self::SourceChanged { .. }
-            | Self::Sign(_) => ErrorClass::Permanent,
+            | Self::Sign(_)
+            | Self::TooLarge { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -281,12 +295,15 @@ fn strip_markup(text: &str) -> String {
 }
 
 fn snippet(text: &str) -> String {
-    const MAX: usize = 200;
+    snippet_of(text, 200)
+}
+
+fn snippet_of(text: &str, max: usize) -> String {
     let text: String = text.chars().filter(|c| !c.is_control()).collect();
-    if text.chars().count() <= MAX {
+    if text.chars().count() <= max {
         return text;
     }
-    text.chars().take(MAX).collect::<String>() + "…"
+    text.chars().take(max).collect::<String>() + "…"
 }
 
 /// `Retry-After` in either form: delay seconds or an HTTP date.
@@ -297,6 +314,17 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     }
     let date = httpdate::parse_http_date(value).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// How a 402 said it wants to be paid, for the message: "; payment offered:
+/// x-cashu creqA…".
+fn payment_offer(payment: &[(String, String)]) -> String {
+    if payment.is_empty() {
+        return String::new();
+    }
+    let offers: Vec<String> =
+        payment.iter().map(|(name, value)| format!("{name} {}", snippet_of(value, 40))).collect();
+    format!("; payment offered: {}", offers.join(", "))
 }
 
 /// BUD-07: every `X-<method>` header that came with a 402, except the
@@ -435,6 +463,7 @@ mod tests {
         let Error::Status { payment, .. } = &err else { panic!() };
         assert_eq!(payment.len(), 2);
         assert!(payment.contains(&("x-cashu".into(), "creqA123".into())));
+        assert!(err.to_string().contains("payment offered: x-cashu creqA123"), "{err}");
         assert_eq!(err.class(), ErrorClass::Permanent);
     }
 }

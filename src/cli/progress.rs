@@ -84,6 +84,25 @@ impl Progress {
                 let (server, sha256, is_failure) = match events.recv().await {
                     Ok(Event::ReplicaStored { server, sha256, .. }) => (server, sha256, false),
                     Ok(Event::ReplicaFailed { server, sha256, .. }) => (server, sha256, true),
+                    Ok(Event::ServerPaused { server, until, .. }) => {
+                        if let Some(bar) = bars.get(&server) {
+                            let wait = until.duration_since(std::time::SystemTime::now());
+                            let secs = wait.unwrap_or_default().as_secs_f64().ceil();
+                            bar.set_message(format!("paused {secs:.0}s: failing"));
+                        }
+                        continue;
+                    }
+                    Ok(Event::ServerResumed { server }) => {
+                        if let Some(bar) = bars.get(&server) {
+                            let count = failed.get(&server).copied().unwrap_or_default();
+                            bar.set_message(if count > 0 {
+                                format!("{count} failed")
+                            } else {
+                                String::new()
+                            });
+                        }
+                        continue;
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,
                 };

@@ -57,7 +57,8 @@ pub async fn verify(
     let mut checks = Vec::new();
     for server in &config.servers {
         let client = client(config, server, signer.clone())?;
-        let encoding = store.token_encoding(&server.url).await?.unwrap_or(server.token_encoding);
+        let encoding =
+            store.server_traits(&server.url).await?.token_encoding.unwrap_or(server.token_encoding);
         let wanted: Vec<(Sha256, u64)> = blobs
             .iter()
             .filter(|b| {
@@ -144,7 +145,8 @@ pub async fn delete(
     let mut reports = Vec::new();
     for server in &config.servers {
         let client = client(config, server, signer.clone())?;
-        let encoding = store.token_encoding(&server.url).await?.unwrap_or(server.token_encoding);
+        let encoding =
+            store.server_traits(&server.url).await?.token_encoding.unwrap_or(server.token_encoding);
         for hash in hashes {
             let result = delete_one(&client, hash, encoding).await;
             match &result {

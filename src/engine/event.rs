@@ -84,6 +84,23 @@ pub enum Event {
         /// The minimum asked for.
         min_copies: u32,
     },
+    /// A server failed again and again and is paused while the others go
+    /// on; one request is let through when the pause ends.
+    ServerPaused {
+        /// The server.
+        server: ServerUrl,
+        /// When it will be tried again.
+        until: SystemTime,
+        /// Transient failures in a row.
+        failures: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A paused server answered again; its work goes on.
+    ServerResumed {
+        /// The server.
+        server: ServerUrl,
+    },
     /// No replica of the blob is pending any more.
     BlobSettled {
         /// The blob.

@@ -7,6 +7,7 @@
 //! cuts the rest, whose jobs go back to the queue unattempted.
 
 mod audit;
+mod circuit;
 mod coordinator;
 mod event;
 mod worker;
@@ -175,8 +176,8 @@ impl Replicator {
                 owner: owner.clone(),
                 retry: config.retry,
                 lease: config.queue.lease,
-                learned_encoding: store.token_encoding(&server.url).await?,
-                mirror_unsupported: store.mirror_unsupported(&server.url).await?,
+                traits: store.server_traits(&server.url).await?,
+                events: events.clone(),
                 strategy: config.replication.strategy,
                 wake,
                 stop: stop.clone(),

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::broadcast;
+
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -18,14 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use super::circuit::{Allowance, Circuit};
 use super::coordinator::CoordinatorHandle;
-use super::event::StoreMethod;
+use super::event::{Event, StoreMethod};
 use crate::blob::LocalBlob;
 use crate::blossom::{
     self, Endpoint, ErrorClass, Presence, ServerClient, TokenEncoding, UploadReceipt,
 };
 use crate::config::{RetryPolicy, ServerConfig};
-use crate::store::{ClaimedJob, JobOutcome, Store, Strategy};
+use crate::store::{ClaimedJob, JobOutcome, ServerTraits, Store, Strategy};
 
 /// The longest a worker sleeps without looking at the queue, so that jobs
 /// queued by other processes are picked up.
@@ -40,10 +43,9 @@ pub(crate) struct WorkerParts {
     pub(crate) owner: Arc<str>,
     pub(crate) retry: RetryPolicy,
     pub(crate) lease: Duration,
-    /// The encoding learned earlier for this server, if any.
-    pub(crate) learned_encoding: Option<TokenEncoding>,
-    /// Whether the server was found earlier not to implement `/mirror`.
-    pub(crate) mirror_unsupported: bool,
+    /// What earlier runs learned about the server.
+    pub(crate) traits: ServerTraits,
+    pub(crate) events: broadcast::Sender<Event>,
     pub(crate) strategy: Strategy,
     pub(crate) wake: Arc<Notify>,
     /// Stop claiming new jobs.
@@ -58,11 +60,18 @@ pub(crate) struct WorkerHandle;
 
 impl WorkerHandle {
     pub(crate) fn spawn(parts: WorkerParts, tracker: &TaskTracker) -> Self {
+        let traits = parts.traits;
+        let retry = parts.retry;
         let shared = Arc::new(Shared {
-            encoding: Mutex::new(parts.learned_encoding.unwrap_or(parts.config.token_encoding)),
-            encoding_confirmed: AtomicBool::new(parts.learned_encoding.is_some()),
+            encoding: Mutex::new(traits.token_encoding.unwrap_or(parts.config.token_encoding)),
+            encoding_confirmed: AtomicBool::new(traits.token_encoding.is_some()),
             strategy: parts.strategy,
-            mirror_unsupported: AtomicBool::new(parts.mirror_unsupported),
+            mirror_unsupported: AtomicBool::new(traits.mirror_unsupported),
+            preflight_unsupported: AtomicBool::new(traits.preflight_unsupported),
+            refused_size: AtomicU64::new(traits.refused_size.unwrap_or(u64::MAX)),
+            largest_accepted: AtomicU64::new(0),
+            circuit: Circuit::new(retry.circuit_failures, retry.circuit_cooldown, retry.max_delay),
+            events: parts.events,
             limiter: rate_limiter(&parts.config),
             config: parts.config,
             client: parts.client,
@@ -114,6 +123,14 @@ struct Shared {
     strategy: Strategy,
     /// The server answered `/mirror` as not implemented.
     mirror_unsupported: AtomicBool,
+    /// The server answered `HEAD /upload` as not implemented (B02).
+    preflight_unsupported: AtomicBool,
+    /// The smallest body it refused as too large, or `u64::MAX` (B07).
+    refused_size: AtomicU64,
+    /// The largest body it took in this run.
+    largest_accepted: AtomicU64,
+    circuit: Circuit,
+    events: broadcast::Sender<Event>,
     stop: CancellationToken,
     abort: CancellationToken,
 }
@@ -145,11 +162,20 @@ impl WorkerActor {
     /// Claims as many due jobs as there are free slots and starts them.
     /// Returns how long to wait before looking again if nothing happens.
     async fn fill(&mut self) -> Duration {
-        let free = self.semaphore.available_permits();
+        let mut free = self.semaphore.available_permits();
         if free == 0 {
             return POLL_INTERVAL;
         }
         let shared = self.shared.clone();
+        let now = tokio::time::Instant::now();
+        let probe = match shared.circuit.allowance(now) {
+            Allowance::All => false,
+            Allowance::Probe => {
+                free = 1;
+                true
+            }
+            Allowance::Paused(until) => return until - now,
+        };
         let lease_until = SystemTime::now() + shared.lease;
         let limit = u32::try_from(free).unwrap_or(u32::MAX);
         let claimed = shared
@@ -160,15 +186,21 @@ impl WorkerActor {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim jobs");
+                if probe {
+                    shared.circuit.probe_inconclusive();
+                }
                 return Duration::from_secs(1);
             }
         };
-        if jobs.len() == free {
-            self.start_all(jobs);
+        if probe && jobs.is_empty() {
+            shared.circuit.probe_inconclusive();
+        }
+        if jobs.len() == free && !probe {
+            self.start_all(jobs, false);
             return Duration::ZERO;
         }
         let claimed_any = !jobs.is_empty();
-        self.start_all(jobs);
+        self.start_all(jobs, probe);
         if claimed_any {
             return POLL_INTERVAL;
         }
@@ -184,20 +216,20 @@ impl WorkerActor {
         }
     }
 
-    fn start_all(&mut self, jobs: Vec<ClaimedJob>) {
+    fn start_all(&mut self, jobs: Vec<ClaimedJob>, probe: bool) {
         for job in jobs {
             let permit = self
                 .semaphore
                 .clone()
                 .try_acquire_owned()
                 .expect("claimed no more than free slots");
-            self.tasks.spawn(self.shared.clone().process(job, permit));
+            self.tasks.spawn(self.shared.clone().process(job, permit, probe));
         }
     }
 }
 
 impl Shared {
-    async fn process(self: Arc<Self>, job: ClaimedJob, _permit: OwnedSemaphorePermit) {
+    async fn process(self: Arc<Self>, job: ClaimedJob, _permit: OwnedSemaphorePermit, probe: bool) {
         let span = tracing::debug_span!("job", blob = %job.blob.sha256, job = job.id, attempt = job.attempt);
         async move {
             let sent = Arc::new(AtomicU64::new(0));
@@ -212,10 +244,16 @@ impl Shared {
                 }
             };
             let outcome = tokio::select! {
-                result = self.replicate(&job, &sent, &uploading) => self.outcome(&job, result, sent.load(Ordering::Relaxed)),
+                result = self.replicate(&job, &sent, &uploading) => {
+                    self.watch_health(&result, probe);
+                    self.outcome(&job, result, sent.load(Ordering::Relaxed)).await
+                }
                 () = stopped_before_upload => JobOutcome::Released,
                 () = self.abort.cancelled() => JobOutcome::Released,
             };
+            if probe && matches!(outcome, JobOutcome::Released) {
+                self.circuit.probe_inconclusive();
+            }
             self.coordinator.finished(job, self.config.url.clone(), outcome).await;
         }
         .instrument(span)
@@ -280,6 +318,8 @@ impl Shared {
             return Ok(stored);
         }
 
+        self.check_size(blob)?;
+        self.preflight(blob).await?;
         self.limiter.until_ready().await;
         uploading.store(true, Ordering::SeqCst);
         if !blob.path.as_os_str().is_empty() {
@@ -287,7 +327,7 @@ impl Shared {
                 .with_reauth(|encoding| self.client.upload(blob, encoding, sent.clone()))
                 .await
             {
-                Ok(receipt) => return Ok(Stored::uploaded(&receipt)),
+                Ok(receipt) => return Ok(self.accepted(blob, &receipt)),
                 Err(e) if e.is_source_error() => {
                     let found = match holders.take() {
                         Some(found) => found,
@@ -299,14 +339,125 @@ impl Shared {
                     tracing::warn!(error = %e, "local copy unusable; relaying from a server that holds the blob");
                     holders = Some(found);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.refused(blob, e).await),
             }
         }
         let holders = match holders {
             Some(found) => found,
             None => self.holders(blob).await,
         };
-        self.relay(blob, &holders, sent).await
+        match self.relay(blob, &holders, sent).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => Err(self.refused(blob, e).await),
+        }
+    }
+
+    /// A stored upload; notes its size as one the server takes.
+    fn accepted(&self, blob: &LocalBlob, receipt: &UploadReceipt) -> Stored {
+        self.largest_accepted.fetch_max(blob.size, Ordering::Relaxed);
+        Stored::uploaded(receipt)
+    }
+
+    /// Learns from a failed upload: a 413 sets the size limit.
+    async fn refused(&self, blob: &LocalBlob, error: blossom::Error) -> blossom::Error {
+        if error.status() == Some(413) {
+            self.learn_refused_size(blob.size).await;
+        }
+        error
+    }
+
+    async fn learn_refused_size(&self, size: u64) {
+        if self.refused_size.fetch_min(size, Ordering::Relaxed) > size {
+            tracing::info!(
+                size,
+                "server refuses bodies this large; larger blobs will not be sent to it"
+            );
+            if let Err(e) = self.store.set_refused_size(&self.config.url, size).await {
+                tracing::warn!(error = %e, "cannot remember the size limit");
+            }
+        }
+    }
+
+    /// Refuses to send a blob at least as large as one the server refused
+    /// as too large before (field case B07).
+    fn check_size(&self, blob: &LocalBlob) -> Result<(), blossom::Error> {
+        let refused = self.refused_size.load(Ordering::Relaxed);
+        if blob.size < refused {
+            return Ok(());
+        }
+        let url = self.client.server().endpoint("upload").to_string();
+        Err(blossom::Error::TooLarge { url, size: blob.size, refused })
+    }
+
+    /// `HEAD /upload` before a large body (BUD-06, field case B02). Only a
+    /// definite refusal (payment, size, type) stops the upload; a server
+    /// that does not implement it, or answers it badly, is remembered and
+    /// not asked again.
+    async fn preflight(&self, blob: &LocalBlob) -> Result<(), blossom::Error> {
+        if blob.size < self.config.preflight_min_size
+            || self.preflight_unsupported.load(Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        self.limiter.until_ready().await;
+        let Err(error) = self.client.upload_preflight(blob, self.encoding()).await else {
+            return Ok(());
+        };
+        let unsupported = error.class() == ErrorClass::Unsupported
+            || error.status() == Some(400)
+            || matches!(error, blossom::Error::Transport { .. });
+        match error.status() {
+            Some(402 | 415) => Err(error),
+            Some(413) => {
+                self.learn_refused_size(blob.size).await;
+                Err(error)
+            }
+            // Auth is sorted out by the upload itself, and a busy server
+            // will say so again there.
+            _ if !unsupported => Ok(()),
+            _ => {
+                tracing::info!(error = %error, "server does not implement HEAD /upload; uploading without asking first from now on");
+                self.preflight_unsupported.store(true, Ordering::Relaxed);
+                if let Err(e) = self.store.set_preflight_unsupported(&self.config.url).await {
+                    tracing::warn!(error = %e, "cannot remember that HEAD /upload is unsupported");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Feeds the circuit breaker: successes close it, transient failures of
+    /// the server (not of our file, not refusals) count towards opening it.
+    fn watch_health(&self, result: &Attempt, probe: bool) {
+        match result {
+            Ok(_) => {
+                if self.circuit.success() {
+                    tracing::info!("server answers again; resuming");
+                    let _ =
+                        self.events.send(Event::ServerResumed { server: self.config.url.clone() });
+                }
+            }
+            Err(error) if error.is_transient() => {
+                let now = tokio::time::Instant::now();
+                let Some(opened) = self.circuit.failure(now, error.retry_after()) else {
+                    return;
+                };
+                tracing::warn!(
+                    pause = ?opened.pause,
+                    failures = opened.failures,
+                    error = %error,
+                    "pausing this server; the others go on"
+                );
+                let _ = self.events.send(Event::ServerPaused {
+                    server: self.config.url.clone(),
+                    until: SystemTime::now() + opened.pause,
+                    failures: opened.failures,
+                    reason: error.to_string(),
+                });
+            }
+            Err(_) if probe => self.circuit.probe_inconclusive(),
+            Err(_) => {}
+        }
     }
 
     /// Asks the server to fetch the blob from each holder in turn. `None`
@@ -364,7 +515,7 @@ impl Shared {
                 })
                 .await;
             match result {
-                Ok(receipt) => return Ok(Stored::uploaded(&receipt)),
+                Ok(receipt) => return Ok(self.accepted(blob, &receipt)),
                 // The holder failed us, not this server: try the next one.
                 Err(e)
                     if matches!(e, blossom::Error::WrongBytes { .. })
@@ -444,7 +595,7 @@ impl Shared {
         }
     }
 
-    fn outcome(&self, job: &ClaimedJob, result: Attempt, bytes_sent: u64) -> JobOutcome {
+    async fn outcome(&self, job: &ClaimedJob, result: Attempt, bytes_sent: u64) -> JobOutcome {
         let error = match result {
             Ok(Stored { method, url, status }) => {
                 return JobOutcome::Stored {
@@ -457,8 +608,22 @@ impl Shared {
             Err(error) => error,
         };
         let status = error.status();
+        if status == Some(402) {
+            // BUD-07: parked with the payment details, never retried
+            // blindly; the next `run` asks again, as prices and accepted
+            // mints change.
+            return JobOutcome::GaveUp {
+                status,
+                reason: format!("needs payment: {error}"),
+                bytes_sent,
+            };
+        }
         if error.class() != ErrorClass::Transient {
             return JobOutcome::Failed { status, reason: error.to_string(), bytes_sent };
+        }
+        if let Some(reason) = self.probable_size_limit(job, &error, bytes_sent) {
+            self.learn_refused_size(job.blob.size).await;
+            return JobOutcome::Failed { status, reason, bytes_sent };
         }
         if job.attempt >= self.retry.max_attempts {
             let reason = format!("gave up after {} attempts: {error}", job.attempt);
@@ -471,6 +636,30 @@ impl Shared {
             reason: error.to_string(),
             bytes_sent,
         }
+    }
+
+    /// Field case B07: a proxy in front of the server that cuts the
+    /// connection during large bodies looks like a network fault, but when
+    /// it happens again and again to one large blob while smaller ones get
+    /// through, it is a size limit, and retrying for hours will not help.
+    fn probable_size_limit(
+        &self,
+        job: &ClaimedJob,
+        error: &blossom::Error,
+        bytes_sent: u64,
+    ) -> Option<String> {
+        const CUTS: u32 = 3;
+        let cut_mid_body = bytes_sent > 0
+            && matches!(error, blossom::Error::Transport { endpoint: Endpoint::Upload, .. });
+        let smaller_got_through = self.largest_accepted.load(Ordering::Relaxed) > 0
+            && self.largest_accepted.load(Ordering::Relaxed) < job.blob.size;
+        (cut_mid_body && smaller_got_through && job.attempt >= CUTS).then(|| {
+            format!(
+                "probable size limit: the connection was cut during the body on attempt {} \
+                 (after {bytes_sent} of {} bytes) while smaller blobs got through: {error}",
+                job.attempt, job.blob.size
+            )
+        })
     }
 
     fn encoding(&self) -> TokenEncoding {
@@ -570,6 +759,7 @@ mod tests {
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(300),
+            ..RetryPolicy::default()
         }
     }
 

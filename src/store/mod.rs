@@ -9,6 +9,7 @@
 
 mod queue;
 mod replicas;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,6 +24,7 @@ pub use replicas::{
     BlobProgress, BlobStatus, Enqueued, Holder, NewBlob, ReplicaState, ReplicaStatus, Retry,
     Strategy, Verification,
 };
+pub use servers::ServerTraits;
 
 /// The migrations, embedded at build time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

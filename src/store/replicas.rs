@@ -672,83 +672,6 @@ impl Store {
             failed: row.get::<i64, _>("failed") as u32,
         })
     }
-
-    /// The token encoding a server last accepted, if we learned one.
-    ///
-    /// # Errors
-    ///
-    /// Database failures.
-    pub async fn token_encoding(
-        &self,
-        server: &ServerUrl,
-    ) -> Result<Option<crate::blossom::TokenEncoding>, Error> {
-        let name: Option<Option<String>> =
-            sqlx::query_scalar("SELECT token_encoding FROM servers WHERE url = ?")
-                .bind(server.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.sql(e))?;
-        Ok(name.flatten().as_deref().and_then(crate::blossom::TokenEncoding::from_name))
-    }
-
-    /// Whether a server answered `/mirror` as not implemented.
-    ///
-    /// # Errors
-    ///
-    /// Database failures.
-    pub async fn mirror_unsupported(&self, server: &ServerUrl) -> Result<bool, Error> {
-        let flag: Option<i64> =
-            sqlx::query_scalar("SELECT mirror_unsupported FROM servers WHERE url = ?")
-                .bind(server.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.sql(e))?;
-        Ok(flag.unwrap_or(0) != 0)
-    }
-
-    /// Remembers that a server does not implement `/mirror`, so later blobs
-    /// go straight to upload.
-    ///
-    /// # Errors
-    ///
-    /// Database failures.
-    pub async fn set_mirror_unsupported(&self, server: &ServerUrl) -> Result<(), Error> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO servers (url, mirror_unsupported, updated_at) VALUES (?1, 1, ?2)
-             ON CONFLICT (url) DO UPDATE SET mirror_unsupported = 1, updated_at = ?2",
-        )
-        .bind(server.as_str())
-        .bind(to_millis(SystemTime::now()))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.sql(e))?;
-        tx.commit().await.map_err(|e| self.sql(e))
-    }
-
-    /// Remembers the token encoding a server accepted.
-    ///
-    /// # Errors
-    ///
-    /// Database failures.
-    pub async fn set_token_encoding(
-        &self,
-        server: &ServerUrl,
-        encoding: crate::blossom::TokenEncoding,
-    ) -> Result<(), Error> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO servers (url, token_encoding, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (url) DO UPDATE SET token_encoding = ?2, updated_at = ?3",
-        )
-        .bind(server.as_str())
-        .bind(encoding.as_str())
-        .bind(to_millis(SystemTime::now()))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.sql(e))?;
-        tx.commit().await.map_err(|e| self.sql(e))
-    }
 }
 
 #[cfg(test)]
@@ -811,17 +734,5 @@ mod tests {
         let until = SystemTime::now() + std::time::Duration::from_secs(60);
         let jobs = store.claim(&servers()[0], "me", 1, until, 5).await.unwrap();
         assert_eq!(jobs[0].blob.path, path);
-    }
-
-    #[tokio::test]
-    async fn token_encoding_is_remembered() {
-        let (store, _dir) = temp_store().await;
-        let server = &servers()[0];
-        assert_eq!(store.token_encoding(server).await.unwrap(), None);
-        store.set_token_encoding(server, crate::blossom::TokenEncoding::Base64Url).await.unwrap();
-        assert_eq!(
-            store.token_encoding(server).await.unwrap(),
-            Some(crate::blossom::TokenEncoding::Base64Url)
-        );
     }
 }
