@@ -1,8 +1,10 @@
 //! A Blossom server of our own for what real servers cannot be made to do:
-//! refuse mirror, fail with chosen statuses, describe the wrong bytes. It
-//! speaks plain HTTP/1.1 on 127.0.0.1 (one request per connection), stores
-//! blobs for real in memory so a success can be checked, and counts every
-//! request.
+//! refuse mirror, fail with chosen statuses (with or without `X-Reason`,
+//! `Retry-After`, HTML pages), cut connections mid-body, stall, go down for
+//! a while, describe the wrong bytes or describe them in older shapes, and
+//! check tokens strictly. It speaks plain HTTP/1.1 on 127.0.0.1 (one
+//! request per connection), stores blobs for real in memory so a success
+//! can be checked, and records every request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,37 @@ pub enum Reply {
     StallAfter(usize),
     /// Read the whole body, think this long, then answer normally.
     Think(std::time::Duration),
+    /// Read this many body bytes, then reset the connection (no status).
+    ResetAfter(usize),
+    /// Store normally, but answer with a descriptor in an older or looser
+    /// shape: `"created"` (instead of `uploaded`), `"strings"` (numbers as
+    /// strings), `"nip94-object"`, `"nip94-array"`.
+    OldDescriptor(&'static str),
 }
 
 impl Reply {
+    /// A status with an HTML page and no reason header, as a proxy in front
+    /// of the server sends it.
+    pub fn html(code: u16) -> Self {
+        let title = format!("{code} {}", reason(code));
+        Self::Status {
+            code,
+            headers: vec![("Content-Type".into(), "text/html".into())],
+            body: format!(
+                "<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center><hr><center>nginx</center></body></html>"
+            ),
+        }
+    }
+
+    /// A status with `Retry-After`.
+    pub fn retry_after(code: u16, value: &str) -> Self {
+        Self::Status {
+            code,
+            headers: vec![("Retry-After".into(), value.into())],
+            body: String::new(),
+        }
+    }
+
     /// A bare status with a reason header.
     pub fn status(code: u16) -> Self {
         Self::Status {
@@ -46,13 +76,45 @@ pub enum AuthMode {
     StandardOnly,
     /// URL-safe base64 without padding only (BUD-11 to the letter).
     UrlSafeOnly,
+    /// Either encoding, but the event must be right: a valid signature,
+    /// kind 24242, `created_at` not in the future, an `expiration` not
+    /// passed, the `t` of the request, the blob's hash in an `x` tag, and a
+    /// `server` tag on deletes.
+    Strict,
 }
+
+/// Which requests a rule applies to, beyond method and path.
+type Condition = Box<dyn Fn(&Seen) -> bool + Send>;
 
 struct Rule {
     method: String,
     path_prefix: String,
     remaining: Option<u32>,
+    when: Option<Condition>,
     reply: Reply,
+}
+
+/// A request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub at: std::time::Instant,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The body length it announced (`Content-Length`, or BUD-06's
+    /// `X-Content-Length` on `HEAD /upload`).
+    pub fn length(&self) -> usize {
+        let header = if self.method == "HEAD" { "x-content-length" } else { "content-length" };
+        self.header(header).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
 }
 
 #[derive(Default)]
@@ -60,14 +122,20 @@ struct State {
     auth: AuthMode,
     blobs: HashMap<String, (Vec<u8>, String)>,
     rules: Vec<Rule>,
-    requests: Vec<(String, String)>,
+    requests: Vec<Seen>,
     uploads: HashMap<String, u32>,
+    /// Bodies larger than this get an HTML 413, as from a proxy.
+    max_size: Option<usize>,
+    /// Token refusals under `AuthMode::Strict`, with why.
+    refused_tokens: Vec<String>,
 }
 
 /// The server; it stops when dropped.
 pub struct FaultServer {
     pub url: String,
     state: Arc<Mutex<State>>,
+    down: Arc<tokio::sync::Notify>,
+    down_for: Arc<Mutex<std::time::Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -76,19 +144,74 @@ impl FaultServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State::default()));
-        let task = tokio::spawn(serve(listener, url.clone(), state.clone()));
-        Self { url, state, task }
+        let down = Arc::new(tokio::sync::Notify::new());
+        let down_for = Arc::new(Mutex::new(std::time::Duration::ZERO));
+        let task = tokio::spawn(serve(
+            listener,
+            url.clone(),
+            state.clone(),
+            down.clone(),
+            down_for.clone(),
+        ));
+        Self { url, state, down, down_for, task }
     }
 
     /// Answers requests whose method and path start match with `reply`,
     /// always (`times: None`) or the next `times` times.
     pub fn rule(&self, method: &str, path_prefix: &str, times: Option<u32>, reply: Reply) {
+        self.push_rule(method, path_prefix, times, None, reply);
+    }
+
+    /// As [`FaultServer::rule`], for the requests `when` picks.
+    pub fn rule_if(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        times: Option<u32>,
+        when: impl Fn(&Seen) -> bool + Send + 'static,
+        reply: Reply,
+    ) {
+        self.push_rule(method, path_prefix, times, Some(Box::new(when)), reply);
+    }
+
+    fn push_rule(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        times: Option<u32>,
+        when: Option<Condition>,
+        reply: Reply,
+    ) {
         self.state.lock().unwrap().rules.push(Rule {
             method: method.into(),
             path_prefix: path_prefix.into(),
             remaining: times,
+            when,
             reply,
         });
+    }
+
+    /// Bodies over `size` bytes get an HTML 413 (on `PUT /upload`, and on
+    /// `HEAD /upload` by `X-Content-Length`).
+    pub fn set_max_size(&self, size: usize) {
+        self.state.lock().unwrap().max_size = Some(size);
+    }
+
+    /// Closes the listening socket for `duration`: connections are refused,
+    /// as from a server that crashed and restarts.
+    pub fn go_down(&self, duration: std::time::Duration) {
+        *self.down_for.lock().unwrap() = duration;
+        self.down.notify_one();
+    }
+
+    /// Every request seen, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Why tokens were refused under [`AuthMode::Strict`].
+    pub fn refused_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().refused_tokens.clone()
     }
 
     /// Sets which token encodings uploads and mirrors accept.
@@ -104,7 +227,11 @@ impl FaultServer {
     /// Requests seen with this method and path prefix.
     pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
         let state = self.state.lock().unwrap();
-        state.requests.iter().filter(|(m, p)| m == method && p.starts_with(path_prefix)).count()
+        state
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with(path_prefix))
+            .count()
     }
 
     /// Complete upload bodies received for a hash.
@@ -129,10 +256,32 @@ impl Drop for FaultServer {
     }
 }
 
-async fn serve(listener: TcpListener, base: String, state: Arc<Mutex<State>>) {
+async fn serve(
+    mut listener: TcpListener,
+    base: String,
+    state: Arc<Mutex<State>>,
+    down: Arc<tokio::sync::Notify>,
+    down_for: Arc<Mutex<std::time::Duration>>,
+) {
+    let address = listener.local_addr().unwrap();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        tokio::spawn(handle(stream, base.clone(), state.clone()));
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(handle(stream, base.clone(), state.clone()));
+            }
+            () = down.notified() => {
+                drop(listener);
+                let pause = *down_for.lock().unwrap();
+                tokio::time::sleep(pause).await;
+                listener = loop {
+                    match TcpListener::bind(address).await {
+                        Ok(listener) => break listener,
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    }
+                };
+            }
+        }
     }
 }
 
@@ -192,36 +341,103 @@ async fn read_body(
 
 async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
     let Some(mut request) = read_head(&mut stream).await else { return };
+    let seen = Seen {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        headers: request.headers.clone(),
+        at: std::time::Instant::now(),
+    };
     let scripted = {
         let mut state = state.lock().unwrap();
-        state.requests.push((request.method.clone(), request.path.clone()));
+        state.requests.push(seen.clone());
+        let too_large = state.max_size.is_some_and(|max| seen.length() > max)
+            && seen.path == "/upload"
+            && matches!(seen.method.as_str(), "PUT" | "HEAD");
         let rule = state.rules.iter_mut().find(|r| {
             r.method == request.method
                 && request.path.starts_with(&r.path_prefix)
                 && r.remaining != Some(0)
+                && r.when.as_ref().is_none_or(|when| when(&seen))
         });
-        rule.map(|r| {
+        let scripted = rule.map(|r| {
             if let Some(n) = &mut r.remaining {
                 *n -= 1;
             }
             r.reply.clone()
-        })
+        });
+        // A proxy's limit comes before the server sees anything.
+        if too_large { Some(Reply::html(413)) } else { scripted }
     };
     if let Some(Reply::StallAfter(n)) = scripted {
         let _ = read_body(&mut stream, &mut request, Some(n)).await;
         std::future::pending::<()>().await;
     }
+    if let Some(Reply::ResetAfter(n)) = scripted {
+        let _ = read_body(&mut stream, &mut request, Some(n)).await;
+        // Closing with unread data in the receive buffer sends a reset.
+        let _ = stream.set_zero_linger();
+        return;
+    }
+    if let Some(Reply::Status { .. }) = scripted {
+        // Like a proxy, refuse without waiting for the body: reading it
+        // would hide whether the client sends it at all.
+        if request.method == "PUT" && request.path == "/upload" {
+            return respond(&mut stream, &mut request, scripted).await;
+        }
+    }
     if read_body(&mut stream, &mut request, None).await.is_none() {
         return;
     }
     let auth = state.lock().unwrap().auth;
-    let needs_token =
-        request.method == "PUT" && matches!(request.path.as_str(), "/upload" | "/mirror");
+    let token_check = match (request.method.as_str(), request.path.as_str()) {
+        ("PUT" | "HEAD", "/upload" | "/mirror") => Some("upload"),
+        ("DELETE", _) => Some("delete"),
+        _ => None,
+    };
+    let refusal = token_check.and_then(|verb| check_token(auth, &request, verb));
+    if let Some(why) = &refusal {
+        state
+            .lock()
+            .unwrap()
+            .refused_tokens
+            .push(format!("{} {}: {why}", request.method, request.path));
+    }
     let (code, headers, body) = match scripted {
-        _ if needs_token && !token_accepted(auth, request.headers.get("authorization")) => {
-            (401, vec![("X-Reason".into(), "bad token encoding".into())], Vec::new())
+        _ if refusal.is_some() => {
+            (401, vec![("X-Reason".into(), refusal.unwrap_or_default())], Vec::new())
         }
-        Some(Reply::StallAfter(_)) => unreachable!("handled above"),
+        Some(Reply::StallAfter(_) | Reply::ResetAfter(_)) => unreachable!("handled above"),
+        Some(Reply::OldDescriptor(shape)) => {
+            let (code, headers, body) = normal(&request, &base, &state).await;
+            let mut json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let object = json.as_object_mut().unwrap();
+            match shape {
+                "created" => {
+                    let uploaded = object.remove("uploaded").unwrap();
+                    object.insert("created".into(), uploaded);
+                }
+                "strings" => {
+                    for key in ["size", "uploaded"] {
+                        let text = object[key].to_string();
+                        object.insert(key.into(), text.into());
+                    }
+                }
+                "nip94-object" => {
+                    object.insert(
+                        "nip94".into(),
+                        serde_json::json!({"m": "text/plain", "x": object["sha256"]}),
+                    );
+                }
+                "nip94-array" => {
+                    object.insert(
+                        "nip94".into(),
+                        serde_json::json!([["m", "text/plain"], ["x", object["sha256"]]]),
+                    );
+                }
+                other => panic!("unknown descriptor shape {other}"),
+            }
+            (code, headers, json.to_string().into_bytes())
+        }
         Some(Reply::Think(wait)) => {
             tokio::time::sleep(wait).await;
             normal(&request, &base, &state).await
@@ -235,8 +451,52 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
         }
         None => normal(&request, &base, &state).await,
     };
+    write_response(&mut stream, &request, code, &headers, &body).await;
+}
+
+/// Answers a scripted status at once, then reads and drops the rest of the
+/// body before closing, as nginx does (closing with unread data would
+/// reset the connection and hide the answer).
+async fn respond(stream: &mut TcpStream, request: &mut Request, scripted: Option<Reply>) {
+    let Some(Reply::Status { code, headers, body }) = scripted else { return };
+    write_response_head(stream, request, code, &headers, body.as_bytes()).await;
+    let drain = async {
+        let len: usize =
+            request.headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut left = len.saturating_sub(request.body.len());
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    request: &Request,
+    code: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
+    write_response_head(stream, request, code, headers, body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Writes the status, headers and body, leaving the connection open.
+async fn write_response_head(
+    stream: &mut TcpStream,
+    request: &Request,
+    code: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
     let mut response = format!("HTTP/1.1 {code} {}\r\nConnection: close\r\n", reason(code));
-    for (name, value) in &headers {
+    for (name, value) in headers {
         response.push_str(&format!("{name}: {value}\r\n"));
     }
     let head_only = request.method == "HEAD";
@@ -247,27 +507,69 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
     response.push_str("\r\n");
     let _ = stream.write_all(response.as_bytes()).await;
     if !head_only {
-        let _ = stream.write_all(&body).await;
+        let _ = stream.write_all(body).await;
     }
-    let _ = stream.shutdown().await;
 }
 
-/// Decodes the token the way a strict server of the given kind would.
-fn token_accepted(mode: AuthMode, header: Option<&String>) -> bool {
+/// Checks the token the way a strict server of the given kind would;
+/// `Some(why)` when it is refused.
+fn check_token(mode: AuthMode, request: &Request, verb: &str) -> Option<String> {
     use base64::Engine as _;
-    let token = header.and_then(|h| h.strip_prefix("Nostr "));
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let token = request.headers.get("authorization").and_then(|h| h.strip_prefix("Nostr "));
     let decoded = match (mode, token) {
-        (AuthMode::Lenient, _) => return true,
-        (_, None) => return false,
-        (AuthMode::StandardOnly, Some(t)) => base64::engine::general_purpose::STANDARD.decode(t),
-        (AuthMode::UrlSafeOnly, Some(t)) => {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t)
-        }
+        (AuthMode::Lenient, _) => return None,
+        (_, None) => return Some("no token".into()),
+        (AuthMode::StandardOnly, Some(t)) => STANDARD.decode(t),
+        (AuthMode::UrlSafeOnly, Some(t)) => URL_SAFE_NO_PAD.decode(t),
+        (AuthMode::Strict, Some(t)) => URL_SAFE_NO_PAD.decode(t).or_else(|_| STANDARD.decode(t)),
     };
-    decoded
-        .ok()
-        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-        .is_some_and(|event| event["kind"] == 24242)
+    let Some(json) = decoded.ok() else { return Some("bad token encoding".into()) };
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&json) else {
+        return Some("token is not JSON".into());
+    };
+    if event["kind"] != 24242 {
+        return Some("not a kind 24242 event".into());
+    }
+    if mode != AuthMode::Strict {
+        return None;
+    }
+    let Ok(signed) = serde_json::from_slice::<nostr::prelude::Event>(&json) else {
+        return Some("not an event".into());
+    };
+    if signed.verify().is_err() {
+        return Some("bad signature".into());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    if signed.created_at.as_secs() > now {
+        return Some(format!("created_at {} is in the future", signed.created_at.as_secs()));
+    }
+    let tags: Vec<Vec<String>> = signed.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+    let tag = |name: &'static str| {
+        tags.iter().filter(move |t| t.first().is_some_and(|n| n == name)).filter_map(|t| t.get(1))
+    };
+
+    match tag("expiration").next().and_then(|e| e.parse::<u64>().ok()) {
+        Some(expiration) if expiration > now => {}
+        Some(_) => return Some("expired".into()),
+        None => return Some("no expiration".into()),
+    }
+    if tag("t").next().map(String::as_str) != Some(verb) {
+        return Some(format!("t tag is not {verb}"));
+    }
+    let hash = match verb {
+        "delete" => {
+            request.path.trim_start_matches('/').split('.').next().unwrap_or_default().to_owned()
+        }
+        _ => request.headers.get("x-sha-256").cloned().unwrap_or_default(),
+    };
+    if !hash.is_empty() && !tag("x").any(|x| *x == hash) {
+        return Some(format!("no x tag for {hash}"));
+    }
+    if verb == "delete" && tag("server").next().is_none() {
+        return Some("delete token not scoped with a server tag".into());
+    }
+    None
 }
 
 fn json_headers() -> Vec<(String, String)> {
@@ -318,6 +620,8 @@ async fn normal(
             let created = store(state, &hash, bytes.to_vec(), mime.clone());
             descriptor(base, &hash, len, &mime, created)
         }
+        // BUD-06: the size limit and the token were checked before.
+        ("HEAD", "upload") => (200, Vec::new(), Vec::new()),
         ("HEAD" | "GET", _) => match state.lock().unwrap().blobs.get(&hash) {
             Some((bytes, mime)) => {
                 let headers = vec![
