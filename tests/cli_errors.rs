@@ -171,3 +171,89 @@ fn a_database_from_a_newer_version_is_left_alone() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert_eq!(std::fs::read(db).unwrap(), before, "the database file was not touched");
 }
+
+/// A database the process may read but not write (a read-only mount, a
+/// file owned by someone else): one line naming it, a non-zero exit, and
+/// the record as it was.
+#[cfg(unix)]
+#[test]
+fn a_read_only_database_is_refused_with_one_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let b = baseline();
+    let new_file = b.dir.path().join("new.txt");
+    std::fs::write(&new_file, "one more\n").unwrap();
+    for entry in std::fs::read_dir(b.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut command = as_unprivileged(b.cli());
+    let output = run(command.arg("push").arg(&new_file));
+    std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(b.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    b.refused(output, b.db.to_str().unwrap());
+}
+
+/// The disk fills up while the database grows (here: a file size limit,
+/// which fails writes the way a full disk does): one line naming the
+/// database, a non-zero exit, and the record as it was, since the failed
+/// transaction is rolled back.
+#[cfg(unix)]
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_the_record() {
+    let b = baseline();
+    let many = b.dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..6000 {
+        std::fs::write(many.join(format!("file-with-a-longish-name-{i:05}.txt")), format!("{i}\n"))
+            .unwrap();
+    }
+    let db_size = std::fs::metadata(&b.db).unwrap().len();
+    // Room for the database as it is, not for what the push would add.
+    let limit_kib = db_size / 1024 + 256;
+    let mut command = std::process::Command::new("bash");
+    command.arg("-c").arg(format!("ulimit -f {limit_kib}; trap '' XFSZ; exec \"$@\"")).arg("bash");
+    let inner = b.cli();
+    command.arg(inner.get_program()).args(inner.get_args());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let output = run(command.args(["push", "-r"]).arg(&many));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.code().is_some_and(|c| c != 0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr:?}");
+    assert!(lines[0].contains(b.db.to_str().unwrap()), "{:?} does not name the database", lines[0]);
+    assert_eq!(status_json(&b.db), b.status, "database changed");
+}
+
+/// The command run as an unprivileged user when the tests run as root
+/// (root ignores file modes), else as it is.
+#[cfg(unix)]
+fn as_unprivileged(command: std::process::Command) -> std::process::Command {
+    if !nix_is_root() {
+        return command;
+    }
+    let mut wrapped = std::process::Command::new("setpriv");
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    wrapped.arg(command.get_program()).args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+}
+
+#[cfg(unix)]
+fn nix_is_root() -> bool {
+    let output = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
