@@ -34,6 +34,19 @@ impl Sha256 {
         Self(bytes)
     }
 
+    /// The hash a blob URL names (BUD-01): the last run of exactly 64 hex
+    /// digits in its path, so `https://cdn.example/u/<hash>.pdf` and
+    /// `<hash>` alone both work. Query and fragment are not looked at.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let path = match url::Url::parse(url) {
+            Ok(parsed) if parsed.has_host() => parsed.path().to_owned(),
+            _ => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+        };
+        path.split(|c: char| !c.is_ascii_hexdigit())
+            .rfind(|run| run.len() == 64)
+            .and_then(|run| run.parse().ok())
+    }
+
     /// The raw digest bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -310,6 +323,25 @@ mod tests {
         assert_eq!(hex, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert_eq!(hex.parse::<Sha256>().unwrap(), hash);
         assert_eq!(hex.to_uppercase().parse::<Sha256>().unwrap(), hash);
+    }
+
+    #[test]
+    fn the_hash_of_a_blob_url_is_the_last_64_hex_run_of_its_path() {
+        let h = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let other = "b".repeat(64);
+        let cases = [
+            (format!("https://cdn.example/{h}"), Some(h)),
+            (format!("https://cdn.example/{h}.pdf"), Some(h)),
+            (format!("https://cdn.example/{other}/{h}.pdf?x={other}#{other}"), Some(h)),
+            (format!("https://{other}.example/files/{h}"), Some(h)),
+            (format!("https://cdn.example/{h}0"), None),
+            (h.to_owned(), Some(h)),
+            (format!("/{h}.png"), Some(h)),
+            ("https://cdn.example/abc".to_owned(), None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(Sha256::from_url(&url).map(|s| s.to_hex()).as_deref(), expected, "{url}");
+        }
     }
 
     #[test]
