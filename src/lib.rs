@@ -13,12 +13,15 @@
 
 pub mod blob;
 pub mod blossom;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod store;
+pub mod uri;
 
 pub use blob::{LocalBlob, Sha256};
 pub use blossom::{KeySigner, ServerUrl, Signer, TokenEncoding};
+pub use client::{BlossomClient, UploadSource};
 pub use config::Config;
 pub use engine::{Event, Replicator};
 pub use store::Store;

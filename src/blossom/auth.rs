@@ -234,6 +234,19 @@ pub(crate) fn header_value(event: &Event, encoding: TokenEncoding) -> String {
     format!("Nostr {}", encoding.encode(event.as_json().as_bytes()))
 }
 
+/// A signed NIP-56 report (kind 1984) of a blob, for `PUT /report`
+/// (BUD-09), as JSON.
+pub(crate) async fn report_event(
+    signer: &dyn Signer,
+    hash: &Sha256,
+    report_type: &str,
+    text: &str,
+) -> Result<String, SignError> {
+    let builder =
+        EventBuilder::new(Kind::Custom(1984), text).tags([tag(["x", &hash.to_hex(), report_type])]);
+    Ok(signer.sign(builder).await?.as_json())
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;

@@ -178,9 +178,19 @@ impl ServerClient {
         blob: &LocalBlob,
         encoding: TokenEncoding,
     ) -> Result<(), Error> {
-        let url = self.server.endpoint("upload");
-        let token =
-            self.token(Verb::Upload, blob.sha256, Duration::from_secs(300), encoding).await?;
+        self.preflight(Endpoint::UploadPreflight, "upload", Verb::Upload, blob, encoding).await
+    }
+
+    async fn preflight(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        verb: Verb,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<(), Error> {
+        let url = self.server.endpoint(path);
+        let token = self.token(verb, blob.sha256, Duration::from_secs(300), encoding).await?;
         let response = self
             .http
             .head(url.clone())
@@ -191,11 +201,187 @@ impl ServerClient {
             .header("X-Content-Type", &blob.mime)
             .send()
             .await
-            .map_err(|e| Error::transport(Endpoint::UploadPreflight, url.as_str(), e))?;
+            .map_err(|e| Error::transport(endpoint, url.as_str(), e))?;
         if response.status().is_success() {
             return Ok(());
         }
-        Err(status_error(Endpoint::UploadPreflight, url.as_str(), response).await)
+        Err(status_error(endpoint, url.as_str(), response).await)
+    }
+
+    /// `PUT /upload` of any stream of chunks that should make up `blob`
+    /// (its hash, size and type; the path is only named in errors). The
+    /// bytes are checked on the way out as for a file.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerClient::upload`].
+    pub async fn upload_stream(
+        &self,
+        blob: &LocalBlob,
+        chunks: Chunks,
+        encoding: TokenEncoding,
+        sent: Arc<AtomicU64>,
+    ) -> Result<UploadReceipt, Error> {
+        let bad = Arc::new(AtomicBool::new(false));
+        let result =
+            self.put_upload(blob, |p| verified(chunks, blob, sent, bad.clone(), p), encoding).await;
+        if bad.load(Ordering::SeqCst) {
+            return Err(source_changed(&blob.path, "the bytes do not match the hash given"));
+        }
+        result
+    }
+
+    /// `GET /<sha256>`, from byte `from` on when it is not 0 (`Range`,
+    /// to resume). Redirects are followed. The caller checks the bytes.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and any status but success (404 included).
+    pub async fn download(
+        &self,
+        hash: &Sha256,
+        from: u64,
+        encoding: TokenEncoding,
+    ) -> Result<Download, Error> {
+        let url = self.server.blob(hash);
+        let response = self.get_range(url.as_str(), hash, u64::MAX / 2, from, encoding).await?;
+        let offset = if response.status() == StatusCode::PARTIAL_CONTENT { from } else { 0 };
+        Ok(Download { length: content_length(&response).map(|l| l + offset), offset, response })
+    }
+
+    /// One page of `GET /list/<pubkey>` (BUD-12) with these query
+    /// parameters, signing a `list` token only when the server asks.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures, statuses (404, 405, 501 classify as
+    /// unsupported), and a body that is not an array of descriptors.
+    pub async fn list_page(
+        &self,
+        pubkey_hex: &str,
+        query: &[(&str, String)],
+        encoding: TokenEncoding,
+    ) -> Result<Vec<BlobDescriptor>, Error> {
+        let mut url = self.server.endpoint(&format!("list/{pubkey_hex}"));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let url = &url;
+        let send = |token: Option<String>| {
+            let mut request = self.http.get(url.clone()).timeout(self.timeouts.request);
+            if let Some(token) = token {
+                request = request.header(AUTHORIZATION, token);
+            }
+            async move {
+                request.send().await.map_err(|e| Error::transport(Endpoint::List, url.as_str(), e))
+            }
+        };
+        let mut response = send(None).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let request = TokenRequest {
+                verb: Verb::List,
+                hashes: Vec::new(),
+                server: None,
+                lifetime: Duration::from_secs(300),
+            };
+            response = send(Some(self.sign(request, encoding).await?)).await?;
+        }
+        if !response.status().is_success() {
+            return Err(status_error(Endpoint::List, url.as_str(), response).await);
+        }
+        let body = read_capped(response, 64 * 1024 * 1024).await;
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| error::bad_descriptor(Endpoint::List, url.as_str(), &e, &body))?;
+        // One odd entry does not hide the others.
+        Ok(items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect())
+    }
+
+    /// `PUT /media` (BUD-05): the server may transform the blob, so the
+    /// descriptor names the output, whose hash differs from `blob`'s by
+    /// design; only its presence is required.
+    ///
+    /// # Errors
+    ///
+    /// Transport and status failures (404, 405, 501 classify as
+    /// unsupported); a descriptor without a hash.
+    pub async fn media(
+        &self,
+        blob: &LocalBlob,
+        chunks: Chunks,
+        encoding: TokenEncoding,
+    ) -> Result<UploadReceipt, Error> {
+        let url = self.server.endpoint("media");
+        let lifetime = self.timeouts.transfer(blob.size) + Duration::from_secs(60);
+        let token = self.token(Verb::Media, blob.sha256, lifetime, encoding).await?;
+        let bad = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(SendProgress::default());
+        let request = self
+            .http
+            .put(url.clone())
+            .header(AUTHORIZATION, token)
+            .header(CONTENT_TYPE, &blob.mime)
+            .header(CONTENT_LENGTH, blob.size)
+            .header("X-SHA-256", blob.sha256.to_hex())
+            .body(verified(chunks, blob, sent, bad.clone(), progress.clone()))
+            .send();
+        let response = tokio::select! {
+            response = request => response.map_err(|e| Error::transport(Endpoint::Media, url.as_str(), e))?,
+            stalled = watchdog(&progress, self.timeouts) => {
+                return Err(Error::Stalled { url: url.to_string(), detail: stalled });
+            }
+        };
+        if bad.load(Ordering::SeqCst) {
+            return Err(source_changed(&blob.path, "the bytes do not match the hash given"));
+        }
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_error(Endpoint::Media, url.as_str(), response).await);
+        }
+        let body = read_capped(response, MAX_DESCRIPTOR).await;
+        let descriptor = BlobDescriptor::parse(&body)
+            .map_err(|e| error::bad_descriptor(Endpoint::Media, url.as_str(), &e, &body))?;
+        if descriptor.sha256.as_deref().and_then(|h| h.parse::<Sha256>().ok()).is_none() {
+            let mismatch = Mismatch::MissingHash;
+            return Err(Error::Integrity { url: url.to_string(), mismatch });
+        }
+        Ok(UploadReceipt { descriptor, created: status == StatusCode::CREATED })
+    }
+
+    /// `HEAD /media` (BUD-05): would the server take this blob for
+    /// processing?
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerClient::upload_preflight`].
+    pub async fn media_preflight(
+        &self,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<(), Error> {
+        self.preflight(Endpoint::MediaPreflight, "media", Verb::Media, blob, encoding).await
+    }
+
+    /// `PUT /report` (BUD-09) with a signed report event (kind 1984).
+    ///
+    /// # Errors
+    ///
+    /// Transport and status failures.
+    pub async fn report(&self, event_json: String) -> Result<(), Error> {
+        let url = self.server.endpoint("report");
+        let response = self
+            .http
+            .put(url.clone())
+            .timeout(self.timeouts.request)
+            .header(CONTENT_TYPE, "application/json")
+            .body(event_json)
+            .send()
+            .await
+            .map_err(|e| Error::transport(Endpoint::Report, url.as_str(), e))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(status_error(Endpoint::Report, url.as_str(), response).await)
     }
 
     /// `PUT /upload`, streaming the file with an explicit `Content-Length`
@@ -387,8 +573,23 @@ impl ServerClient {
         size: u64,
         encoding: TokenEncoding,
     ) -> Result<Response, Error> {
+        self.get_range(url, hash, size, 0, encoding).await
+    }
+
+    /// As [`ServerClient::get`], asking for the bytes from `from` on.
+    async fn get_range(
+        &self,
+        url: &str,
+        hash: &Sha256,
+        size: u64,
+        from: u64,
+        encoding: TokenEncoding,
+    ) -> Result<Response, Error> {
         let send = |token: Option<String>| {
             let mut request = self.http.get(url).timeout(self.timeouts.transfer(size));
+            if from > 0 {
+                request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+            }
             if let Some(token) = token {
                 request = request.header(AUTHORIZATION, token);
             }
@@ -454,6 +655,10 @@ impl ServerClient {
         // intercepted, would delete the blob everywhere.
         let server = (verb == Verb::Delete).then(|| self.server.domain().to_owned());
         let request = TokenRequest { verb, hashes: vec![hash], server, lifetime };
+        self.sign(request, encoding).await
+    }
+
+    async fn sign(&self, request: TokenRequest, encoding: TokenEncoding) -> Result<String, Error> {
         let template =
             request.template(SystemTime::now()).map_err(|e| Error::Sign(e.to_string()))?;
         let event = self.signer.sign(template).await.map_err(|e| Error::Sign(e.to_string()))?;
@@ -461,7 +666,20 @@ impl ServerClient {
     }
 }
 
-type Chunks = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+/// A body as a stream of chunks.
+pub type Chunks = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// A download under way.
+#[derive(Debug)]
+pub struct Download {
+    /// The response; its body starts at byte `offset` of the blob.
+    pub response: Response,
+    /// Where the body starts: the `Range` start when the server honoured
+    /// it (206), else 0 (the server sent everything; field case B23).
+    pub offset: u64,
+    /// The blob's full length, when the server said.
+    pub length: Option<u64>,
+}
 
 /// The file's first `blob.size` bytes as a stream of chunks.
 async fn file_chunks(blob: &LocalBlob) -> Result<Chunks, Error> {

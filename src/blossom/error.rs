@@ -43,18 +43,34 @@ pub enum Endpoint {
     Mirror,
     /// `DELETE /<sha256>`.
     Delete,
+    /// `GET /list/<pubkey>` (BUD-12).
+    List,
+    /// `PUT /media` (BUD-05).
+    Media,
+    /// `HEAD /media` (BUD-05).
+    MediaPreflight,
+    /// `PUT /report` (BUD-09).
+    Report,
 }
 
 impl Endpoint {
     fn is_optional(self) -> bool {
-        matches!(self, Self::UploadPreflight | Self::Mirror)
+        matches!(
+            self,
+            Self::UploadPreflight
+                | Self::Mirror
+                | Self::List
+                | Self::Media
+                | Self::MediaPreflight
+                | Self::Report
+        )
     }
 
     fn method(self) -> &'static str {
         match self {
-            Self::HasBlob | Self::UploadPreflight => "HEAD",
-            Self::GetBlob => "GET",
-            Self::Upload | Self::Mirror => "PUT",
+            Self::HasBlob | Self::UploadPreflight | Self::MediaPreflight => "HEAD",
+            Self::GetBlob | Self::List => "GET",
+            Self::Upload | Self::Mirror | Self::Media | Self::Report => "PUT",
             Self::Delete => "DELETE",
         }
     }

@@ -78,14 +78,14 @@ impl ServerUrl {
     }
 
     /// An endpoint at the root of the origin, such as `upload`.
-    pub(crate) fn endpoint(&self, path: &str) -> Url {
+    pub fn endpoint(&self, path: &str) -> Url {
         let mut url = self.origin.clone();
         url.set_path(path);
         url
     }
 
     /// `GET`/`HEAD`/`DELETE` address of a blob.
-    pub(crate) fn blob(&self, hash: &Sha256) -> Url {
+    pub fn blob(&self, hash: &Sha256) -> Url {
         self.endpoint(&hash.to_hex())
     }
 }

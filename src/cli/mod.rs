@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod audit;
+mod blobs;
 mod progress;
 mod push;
 mod status;
@@ -77,6 +78,19 @@ enum Command {
     Whereis(audit::WhereisArgs),
     /// Delete blobs from every server and check they are gone
     Delete(audit::DeleteArgs),
+    /// Download a blob (by hash, URL or blossom: URI), checking its hash,
+    /// resuming from the next server if one breaks off
+    Get(blobs::GetArgs),
+    /// Ask every server whether it holds a blob (HEAD)
+    Has(blobs::HasArgs),
+    /// List a public key's blobs on every server (BUD-12)
+    List(blobs::ListArgs),
+    /// Ask every server to fetch a blob from a URL (BUD-04)
+    Mirror(blobs::MirrorArgs),
+    /// Upload a file for the first server to optimise (BUD-05)
+    Media(blobs::MediaArgs),
+    /// Report a blob to every server (BUD-09)
+    Report(blobs::ReportArgs),
     /// Write a new secret key to a file and print its public key
     Keygen {
         /// Where to write the key (must not exist)
@@ -133,6 +147,12 @@ async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode>
         Command::Verify(args) => audit::verify(&cli, args).await,
         Command::Whereis(args) => audit::whereis(&cli, args).await,
         Command::Delete(args) => audit::delete(&cli, args).await,
+        Command::Get(args) => blobs::get(&cli, args).await,
+        Command::Has(args) => blobs::has(&cli, args).await,
+        Command::List(args) => blobs::list(&cli, args).await,
+        Command::Mirror(args) => blobs::mirror(&cli, args).await,
+        Command::Media(args) => blobs::media(&cli, args).await,
+        Command::Report(args) => blobs::report(&cli, args).await,
         Command::Keygen { path } => keygen(path),
         Command::Pubkey => {
             out!("{}", signer(&cli)?.public_key().to_hex());

@@ -12,6 +12,8 @@ mod coordinator;
 mod event;
 mod worker;
 
+pub(crate) use worker::{rate_limiter, retry_delay};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -26,6 +26,8 @@ pub enum Reply {
     Think(std::time::Duration),
     /// Read this many body bytes, then reset the connection (no status).
     ResetAfter(usize),
+    /// Announce the whole blob, send this many bytes of it, then close.
+    CutBodyAfter(usize),
     /// Store normally, but answer with a descriptor in an older or looser
     /// shape: `"created"` (instead of `uploaded`), `"strings"` (numbers as
     /// strings), `"nip94-object"`, `"nip94-array"`.
@@ -117,9 +119,26 @@ impl Seen {
     }
 }
 
+/// How `GET /list/<pubkey>` behaves (field case B12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListMode {
+    /// BUD-12 today: `cursor` and `limit`, newest first.
+    #[default]
+    Cursor,
+    /// An older server: `limit` and `until`, but the cursor is ignored.
+    IgnoresCursor,
+    /// Listing turned off (404).
+    Disabled,
+}
+
 #[derive(Default)]
 struct State {
     auth: AuthMode,
+    list: ListMode,
+    /// Ranges are honoured on GET (206) unless this is set (field case B23).
+    ignore_range: bool,
+    /// Upload order, for `uploaded` times that differ.
+    order: Vec<String>,
     blobs: HashMap<String, (Vec<u8>, String)>,
     rules: Vec<Rule>,
     requests: Vec<Seen>,
@@ -202,6 +221,23 @@ impl FaultServer {
     pub fn go_down(&self, duration: std::time::Duration) {
         *self.down_for.lock().unwrap() = duration;
         self.down.notify_one();
+    }
+
+    /// How listing behaves.
+    pub fn set_list_mode(&self, mode: ListMode) {
+        self.state.lock().unwrap().list = mode;
+    }
+
+    /// Answer `Range` requests with the whole blob (200), as many servers do.
+    pub fn ignore_range(&self) {
+        self.state.lock().unwrap().ignore_range = true;
+    }
+
+    /// Stores a blob as if it had been uploaded.
+    pub fn put(&self, bytes: &[u8]) -> String {
+        let hash = hex::encode(sha2::Sha256::digest(bytes));
+        store(&self.state, &hash, bytes.to_vec(), "application/octet-stream".into());
+        hash
     }
 
     /// Every request seen, in order.
@@ -372,6 +408,18 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
         let _ = read_body(&mut stream, &mut request, Some(n)).await;
         std::future::pending::<()>().await;
     }
+    if let Some(Reply::CutBodyAfter(n)) = scripted {
+        let (code, headers, body) = normal(&request, &base, &state).await;
+        let mut head = format!("HTTP/1.1 {code} {}\r\nConnection: close\r\n", reason(code));
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body[..n.min(body.len())]).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     if let Some(Reply::ResetAfter(n)) = scripted {
         let _ = read_body(&mut stream, &mut request, Some(n)).await;
         // Closing with unread data in the receive buffer sends a reset.
@@ -406,7 +454,9 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
         _ if refusal.is_some() => {
             (401, vec![("X-Reason".into(), refusal.unwrap_or_default())], Vec::new())
         }
-        Some(Reply::StallAfter(_) | Reply::ResetAfter(_)) => unreachable!("handled above"),
+        Some(Reply::StallAfter(_) | Reply::ResetAfter(_) | Reply::CutBodyAfter(_)) => {
+            unreachable!("handled above")
+        }
         Some(Reply::OldDescriptor(shape)) => {
             let (code, headers, body) = normal(&request, &base, &state).await;
             let mut json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -622,16 +672,33 @@ async fn normal(
         }
         // BUD-06: the size limit and the token were checked before.
         ("HEAD", "upload") => (200, Vec::new(), Vec::new()),
-        ("HEAD" | "GET", _) => match state.lock().unwrap().blobs.get(&hash) {
-            Some((bytes, mime)) => {
-                let headers = vec![
-                    ("Content-Type".into(), mime.clone()),
-                    ("Content-Length".into(), bytes.len().to_string()),
-                ];
-                (200, headers, bytes.clone())
+        ("GET", list) if list.starts_with("list/") => list_blobs(request, base, state),
+        ("HEAD" | "GET", _) => {
+            let state = state.lock().unwrap();
+            let Some((bytes, mime)) = state.blobs.get(&hash) else {
+                return (404, Vec::new(), Vec::new());
+            };
+            let from = request
+                .headers
+                .get("range")
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|r| r.parse::<usize>().ok())
+                .filter(|_| request.method == "GET" && !state.ignore_range);
+            let mut headers = vec![("Content-Type".into(), mime.clone())];
+            match from {
+                Some(from) if from < bytes.len() => {
+                    headers.push(("Content-Length".into(), (bytes.len() - from).to_string()));
+                    let range = format!("bytes {from}-{}/{}", bytes.len() - 1, bytes.len());
+                    headers.push(("Content-Range".into(), range));
+                    (206, headers, bytes[from..].to_vec())
+                }
+                _ => {
+                    headers.push(("Content-Length".into(), bytes.len().to_string()));
+                    (200, headers, bytes.clone())
+                }
             }
-            None => (404, Vec::new(), Vec::new()),
-        },
+        }
         ("DELETE", _) => {
             state.lock().unwrap().blobs.remove(&hash);
             (204, Vec::new(), Vec::new())
@@ -641,7 +708,55 @@ async fn normal(
 }
 
 fn store(state: &Arc<Mutex<State>>, hash: &str, bytes: Vec<u8>, mime: String) -> bool {
-    state.lock().unwrap().blobs.insert(hash.to_owned(), (bytes, mime)).is_none()
+    let mut state = state.lock().unwrap();
+    let created = state.blobs.insert(hash.to_owned(), (bytes, mime)).is_none();
+    if created {
+        state.order.push(hash.to_owned());
+    }
+    created
+}
+
+/// `GET /list/<pubkey>` in the configured mode; every stored blob counts
+/// as the caller's. Blob `n` (in upload order) was uploaded at 1e9 + n.
+fn list_blobs(
+    request: &Request,
+    base: &str,
+    state: &Arc<Mutex<State>>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let state = state.lock().unwrap();
+    if state.list == ListMode::Disabled {
+        return (404, vec![("X-Reason".into(), "list is disabled".into())], Vec::new());
+    }
+    let query: HashMap<String, String> = request
+        .path
+        .split_once('?')
+        .map(|(_, q)| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
+    let mut items: Vec<(u64, &String)> =
+        state.order.iter().enumerate().map(|(i, h)| (1_000_000_000 + i as u64, h)).collect();
+    items.reverse();
+    if let Some(until) = number("until") {
+        items.retain(|(t, _)| *t <= until);
+    }
+    if state.list == ListMode::Cursor
+        && let Some(cursor) = query.get("cursor")
+    {
+        match items.iter().position(|(_, h)| *h == cursor) {
+            Some(at) => items.drain(..=at).for_each(drop),
+            None => items.clear(),
+        }
+    }
+    let limit = number("limit").unwrap_or(u64::MAX) as usize;
+    let page: Vec<serde_json::Value> = items
+        .iter()
+        .take(limit)
+        .map(|(uploaded, hash)| {
+            let (bytes, mime) = &state.blobs[*hash];
+            serde_json::json!({"url": format!("{base}/{hash}"), "sha256": hash, "size": bytes.len(), "type": mime, "uploaded": uploaded})
+        })
+        .collect();
+    (200, json_headers(), serde_json::Value::Array(page).to_string().into_bytes())
 }
 
 fn descriptor(

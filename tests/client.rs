@@ -1,0 +1,224 @@
+//! The library's `BlossomClient` and the one-off commands built on it,
+//! against real blossom-server instances and, for what those cannot be
+//! made to do, the fault server: listing variants (field case B12) and
+//! downloads that break off and resume on a server ignoring `Range` (B23).
+
+mod support;
+
+use std::sync::Arc;
+
+use blossom_replicator::blossom::ErrorClass;
+use blossom_replicator::client::{BlossomClient, ListOptions, UploadSource};
+use blossom_replicator::uri::BlossomUri;
+use blossom_replicator::{ServerUrl, Sha256};
+use support::fault_server::{FaultServer, ListMode, Reply};
+use support::{BlossomServer, TestKey, cli, describe, run_async, write_random_file};
+
+fn url(text: &str) -> ServerUrl {
+    ServerUrl::parse(text).unwrap()
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    write_random_file(&path, len as u64, seed);
+    std::fs::read(path).unwrap()
+}
+
+/// Upload (bytes, file, reader), has, get, list and delete against a real
+/// server; `upload_to_all` isolates a server that refuses.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_against_real_servers() {
+    let key = TestKey::new();
+    let a = BlossomServer::start(&key.pubkey_hex);
+    let b = BlossomServer::start(&key.pubkey_hex);
+    let refusing = FaultServer::start().await;
+    refusing.rule("PUT", "/upload", None, Reply::status(415));
+    let servers = vec![url(&a.url), url(&b.url), url(&refusing.url)];
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), servers.clone());
+
+    // Bytes to every server: two stored, one refusal, each on its own.
+    let bytes = random_bytes(300_000, 1);
+    let hash = Sha256::digest(&bytes);
+    let source = UploadSource::Bytes { bytes: bytes.clone().into(), mime: None };
+    let results = client.upload_to_all(&source).await;
+    assert_eq!(results.len(), 3);
+    for (server, result) in &results[..2] {
+        let descriptor = result.as_ref().unwrap_or_else(|e| panic!("{server}: {e}"));
+        assert_eq!(descriptor.sha256.as_deref(), Some(hash.to_hex().as_str()));
+    }
+    let refused = results[2].1.as_ref().unwrap_err();
+    assert_eq!(refused.blossom().unwrap().status(), Some(415));
+    assert_eq!(refusing.requests("PUT", "/upload"), 1, "a refusal is not retried");
+
+    assert!(client.has(&servers[0], &hash).await.unwrap());
+    assert!(!client.has(&servers[2], &hash).await.unwrap());
+    assert_eq!(client.get(&servers[1], &hash).await.unwrap(), bytes);
+
+    // A file, and a reader of known hash and size.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "a file for the client\n").unwrap();
+    let from_file = client.upload(&servers[0], &UploadSource::Path(file.clone())).await.unwrap();
+    let reader_bytes = random_bytes(70_000, 2);
+    let reader_hash = Sha256::digest(&reader_bytes);
+    let cursor = std::io::Cursor::new(reader_bytes.clone());
+    client
+        .upload_reader(
+            &servers[0],
+            cursor,
+            reader_hash,
+            reader_bytes.len() as u64,
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    // A reader whose bytes are not what was announced is cut, not stored.
+    let liar = std::io::Cursor::new(random_bytes(70_000, 6));
+    let err = client
+        .upload_reader(&servers[1], liar, reader_hash, 70_000, "application/octet-stream")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("do not match"), "{err}");
+    assert!(!client.has(&servers[1], &reader_hash).await.unwrap());
+
+    // The real server lists what this key uploaded.
+    let listed = client.list(&servers[0], &key.pubkey_hex, ListOptions::default()).await.unwrap();
+    let listed: Vec<String> = listed.iter().filter_map(|d| d.sha256.clone()).collect();
+    for expected in [hash.to_hex(), reader_hash.to_hex(), from_file.sha256.clone().unwrap()] {
+        assert!(listed.contains(&expected), "{expected} not in {listed:?}");
+    }
+
+    // Mirror from a to the fault server (which fetches for real).
+    let plain = FaultServer::start().await;
+    let mirrored = client
+        .mirror(&url(&plain.url), &format!("{}/{hash}", a.url), hash, bytes.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(mirrored.size, Some(bytes.len() as u64));
+    assert_eq!(plain.blob(&hash.to_hex()).unwrap(), bytes);
+
+    client.delete(&servers[0], &hash).await.unwrap();
+    assert!(!client.has(&servers[0], &hash).await.unwrap());
+}
+
+/// B23: a download that breaks off is resumed from the next server with
+/// `Range`; from a server that honours it only the rest is sent, from one
+/// that ignores it (the real server) the bytes already written are
+/// skipped. Either way the file hashes right.
+#[tokio::test(flavor = "multi_thread")]
+async fn b23_a_broken_download_resumes_from_the_next_server() {
+    let key = TestKey::new();
+    let bytes = random_bytes(3 * 1024 * 1024, 4);
+    let hash = Sha256::digest(&bytes);
+    let breaking = FaultServer::start().await;
+    breaking.put(&bytes);
+    breaking.rule("GET", &format!("/{hash}"), None, Reply::CutBodyAfter(1024 * 1024 + 17));
+
+    let honouring = FaultServer::start().await;
+    honouring.put(&bytes);
+    let real = BlossomServer::start(&key.pubkey_hex);
+    let seed = BlossomClient::new(Arc::new(key.signer.clone()), vec![url(&real.url)]);
+    seed.upload(&url(&real.url), &UploadSource::Bytes { bytes: bytes.clone().into(), mime: None })
+        .await
+        .unwrap();
+
+    for (name, next) in [("honours Range", url(&honouring.url)), ("ignores Range", url(&real.url))]
+    {
+        let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+        let mut out = Vec::new();
+        let (server, len) = client
+            .get_with_fallback(&hash, &[url(&breaking.url), next.clone()], &mut out)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((server, len), (next, bytes.len() as u64), "{name}");
+        assert_eq!(Sha256::digest(&out), hash, "{name}");
+    }
+    let ranged: Vec<_> = honouring.seen().into_iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(ranged[0].header("range"), Some("bytes=1048593-"), "resumed where it broke");
+}
+
+/// B12: listing pages with `cursor` and `limit`; a server that ignores the
+/// cursor is paged with `until`; a server with listing off says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn b12_listing_survives_every_pagination_and_reports_it_disabled() {
+    let key = TestKey::new();
+    for mode in [ListMode::Cursor, ListMode::IgnoresCursor] {
+        let server = FaultServer::start().await;
+        server.set_list_mode(mode);
+        let mut stored: Vec<String> =
+            (0..23).map(|i| server.put(format!("blob {i}").as_bytes())).collect();
+        stored.reverse();
+        let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+        let listed = client
+            .list(&url(&server.url), &key.pubkey_hex, ListOptions { page_size: 5 })
+            .await
+            .unwrap();
+        let listed: Vec<String> = listed.into_iter().filter_map(|d| d.sha256).collect();
+        assert_eq!(listed, stored, "{mode:?}: every blob once, newest first");
+        let pages = server.requests("GET", "/list/");
+        assert!(pages <= 8, "{mode:?}: {pages} pages for 23 blobs of 5");
+    }
+    let off = FaultServer::start().await;
+    off.set_list_mode(ListMode::Disabled);
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+    let err =
+        client.list(&url(&off.url), &key.pubkey_hex, ListOptions::default()).await.unwrap_err();
+    assert_eq!(err.blossom().unwrap().class(), ErrorClass::Unsupported);
+}
+
+/// The commands: `get` of a blossom: URI writes the verified blob, `has`
+/// and `list` answer per server in JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_has_and_list_commands() {
+    let key = TestKey::new();
+    let real = BlossomServer::start(&key.pubkey_hex);
+    let work = tempfile::tempdir().unwrap();
+    let bytes = random_bytes(200_000, 5);
+    let hash = Sha256::digest(&bytes);
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), vec![url(&real.url)]);
+    client
+        .upload(&url(&real.url), &UploadSource::Bytes { bytes: bytes.clone().into(), mime: None })
+        .await
+        .unwrap();
+
+    let uri =
+        BlossomUri::new(hash, "application/octet-stream", bytes.len() as u64, &[url(&real.url)]);
+    let out = work.path().join("fetched.bin");
+    let mut command = cli(None);
+    command.arg("get").arg(uri.to_string()).arg("-o").arg(&out).arg("--json");
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["size"], bytes.len());
+
+    let missing = FaultServer::start().await;
+    let mut command = cli(None);
+    command
+        .args(["--server", &real.url, "--server", &missing.url, "has", "--json"])
+        .arg(hash.to_hex());
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(1), "absent on one: {}", describe(&output));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["servers"][0]["present"], true);
+    assert_eq!(printed["servers"][1]["present"], false);
+
+    let mut command = cli(Some(&key));
+    command.args(["--server", &real.url, "list", "--json"]);
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let blobs = printed["servers"][0]["blobs"].as_array().unwrap();
+    assert!(blobs.iter().any(|b| b["sha256"] == hash.to_hex()), "{printed}");
+
+    // A bad URI is one line naming it, exit 2.
+    let output = run_async({
+        let mut c = cli(None);
+        c.args(["--server", &real.url, "get", "blossom:nothex.pdf"]);
+        c
+    })
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("blossom:nothex.pdf"));
+}
