@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cases="${CASES:-100000}"
-cargo build --locked --release --tests --quiet
+cargo test --locked --release --test fuzz --no-run --quiet
 start=$(date +%s)
 PROPTEST_CASES="$cases" cargo test --locked --release --test fuzz -- --test-threads 2 2>&1 |
     grep -E '^test |test result|minimal failing|panicked'
