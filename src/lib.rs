@@ -12,6 +12,8 @@
 //! to one server; [`Store`] reads the record.
 
 pub mod blob;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 pub mod blossom;
 pub mod client;
 pub mod config;

@@ -222,3 +222,26 @@ async fn get_has_and_list_commands() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("blossom:nothex.pdf"));
 }
+
+/// The blocking client, from a plain thread with no runtime.
+#[test]
+fn the_blocking_client_works_without_a_runtime() {
+    use blossom_replicator::blocking::BlossomClient as Blocking;
+    let key = TestKey::new();
+    let real = BlossomServer::start(&key.pubkey_hex);
+    let server = url(&real.url);
+    let client = Blocking::new(Arc::new(key.signer.clone()), vec![server.clone()]).unwrap();
+    let bytes = random_bytes(100_000, 8);
+    let hash = Sha256::digest(&bytes);
+    let source = UploadSource::Bytes { bytes: bytes.clone().into(), mime: None };
+    let descriptor = client.upload(&server, &source).unwrap();
+    assert_eq!(descriptor.size, Some(100_000));
+    assert!(client.has(&server, &hash).unwrap());
+    assert_eq!(client.get(&server, &hash).unwrap(), bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    client.get_to_file(&hash, std::slice::from_ref(&server), &path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    client.delete(&server, &hash).unwrap();
+    assert!(!client.has(&server, &hash).unwrap());
+}
