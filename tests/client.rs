@@ -245,3 +245,41 @@ fn the_blocking_client_works_without_a_runtime() {
     client.delete(&server, &hash).unwrap();
     assert!(!client.has(&server, &hash).unwrap());
 }
+
+/// Media (BUD-05) and reports (BUD-09): the fault server implements them
+/// (the output of media differs from the input by design); the real
+/// server does not, which reads as unsupported, not as a failure to retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_and_report() {
+    use support::fault_server::AuthMode;
+    let key = TestKey::new();
+    let fault = FaultServer::start().await;
+    fault.set_auth(AuthMode::Strict);
+    let real = BlossomServer::start(&key.pubkey_hex);
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+    let bytes = random_bytes(50_000, 10);
+    let input = Sha256::digest(&bytes);
+    let source =
+        UploadSource::Bytes { bytes: bytes.clone().into(), mime: Some("image/png".into()) };
+
+    client.media_preflight(&url(&fault.url), input, 50_000, "image/png").await.unwrap();
+    let output = client.upload_media(&url(&fault.url), &source).await.unwrap();
+    let output_hash: Sha256 = output.sha256.unwrap().parse().unwrap();
+    assert_ne!(output_hash, input, "the server's output is another blob");
+    assert!(client.has(&url(&fault.url), &output_hash).await.unwrap());
+    assert_eq!(fault.refused_tokens(), Vec::<String>::new(), "t=media, x = input hash");
+
+    client.report(&url(&fault.url), &output_hash, "spam", "not what it says").await.unwrap();
+    let reports = fault.reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["tags"][0], serde_json::json!(["x", output_hash.to_hex(), "spam"]));
+    assert_eq!(reports[0]["content"], "not what it says");
+
+    for (name, error) in [
+        ("media", client.upload_media(&url(&real.url), &source).await.unwrap_err()),
+        ("report", client.report(&url(&real.url), &input, "spam", "").await.unwrap_err()),
+    ] {
+        let class = error.blossom().map(blossom_replicator::blossom::Error::class);
+        assert_eq!(class, Some(ErrorClass::Unsupported), "{name}: {error}");
+    }
+}

@@ -147,6 +147,8 @@ struct State {
     max_size: Option<usize>,
     /// Token refusals under `AuthMode::Strict`, with why.
     refused_tokens: Vec<String>,
+    /// Report events received on `PUT /report`, as JSON.
+    reports: Vec<serde_json::Value>,
 }
 
 /// The server; it stops when dropped.
@@ -243,6 +245,11 @@ impl FaultServer {
     /// Every request seen, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Reports received (BUD-09), each a verified kind 1984 event.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.state.lock().unwrap().reports.clone()
     }
 
     /// Why tokens were refused under [`AuthMode::Strict`].
@@ -439,6 +446,7 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
     let auth = state.lock().unwrap().auth;
     let token_check = match (request.method.as_str(), request.path.as_str()) {
         ("PUT" | "HEAD", "/upload" | "/mirror") => Some("upload"),
+        ("PUT" | "HEAD", "/media") => Some("media"),
         ("DELETE", _) => Some("delete"),
         _ => None,
     };
@@ -671,7 +679,28 @@ async fn normal(
             descriptor(base, &hash, len, &mime, created)
         }
         // BUD-06: the size limit and the token were checked before.
-        ("HEAD", "upload") => (200, Vec::new(), Vec::new()),
+        ("HEAD", "upload" | "media") => (200, Vec::new(), Vec::new()),
+        // BUD-05: "optimising" appends a trailer, so the output differs.
+        ("PUT", "media") => {
+            let mut output = request.body.clone();
+            output.extend_from_slice(b"\n(optimised)\n");
+            let hash = hex::encode(sha2::Sha256::digest(&output));
+            let len = output.len();
+            store(state, &hash, output, "application/octet-stream".into());
+            let (_, headers, body) = descriptor(base, &hash, len, "application/octet-stream", true);
+            (200, headers, body)
+        }
+        ("PUT", "report") => {
+            let Ok(event) = serde_json::from_slice::<nostr::prelude::Event>(&request.body) else {
+                return (400, vec![("X-Reason".into(), "not an event".into())], Vec::new());
+            };
+            if event.verify().is_err() || event.kind.as_u16() != 1984 {
+                return (400, vec![("X-Reason".into(), "not a signed report".into())], Vec::new());
+            }
+            let json = serde_json::from_slice(&request.body).unwrap();
+            state.lock().unwrap().reports.push(json);
+            (200, Vec::new(), Vec::new())
+        }
         ("GET", list) if list.starts_with("list/") => list_blobs(request, base, state),
         ("HEAD" | "GET", _) => {
             let state = state.lock().unwrap();
