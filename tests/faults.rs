@@ -197,3 +197,83 @@ async fn run_finishes_what_ran_out_of_retries_during_an_outage() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(replica_states(&work.path().join("a.db"))[0].2, "stored");
 }
+
+/// B17: 3 blobs x 3 servers, killed with SIGKILL while one upload is half
+/// sent and while another server holds a blob whose answer never came (a
+/// crash between the server's 201 and our commit). `run` finishes: the
+/// half-sent blob goes again from byte 0, the one the server already holds
+/// is found by HEAD and not sent again, and nothing is reported done early.
+#[tokio::test(flavor = "multi_thread")]
+async fn b17_a_kill_mid_body_and_after_the_servers_answer_loses_and_repeats_nothing() {
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let servers =
+        [FaultServer::start().await, FaultServer::start().await, FaultServer::start().await];
+    let files: Vec<_> = (0..3)
+        .map(|i| {
+            let path = work.path().join(format!("f{i}.bin"));
+            write_random_file(&path, 2 * 1024 * 1024, 40 + 2 * i);
+            path
+        })
+        .collect();
+    let hashes: Vec<String> = files
+        .iter()
+        .map(|f| blossom_replicator::Sha256::digest(&std::fs::read(f).unwrap()).to_hex())
+        .collect();
+    let for_blob = |hash: &str| {
+        let hash = hash.to_owned();
+        move |seen: &support::fault_server::Seen| seen.header("x-sha-256") == Some(hash.as_str())
+    };
+    servers[0].rule_if("PUT", "/upload", Some(1), for_blob(&hashes[1]), Reply::StallAfter(1 << 20));
+    servers[1].rule_if("PUT", "/upload", Some(1), for_blob(&hashes[2]), Reply::StoreThenHang);
+
+    let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+    let config = write_config(
+        work.path(),
+        &urls,
+        "[timeouts]\nstall = \"60s\"\nresponse = \"60s\"\n[replication]\nstrategy = \"upload\"\n",
+    );
+    let db = work.path().join("a.db");
+    let mut command = cli(Some(&key));
+    command.arg("--config").arg(&config).arg("--db").arg(&db).arg("push").args(&files);
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let hung = |server: &FaultServer, hash: &str| {
+        server.seen().iter().any(|r| r.method == "PUT" && r.header("x-sha-256") == Some(hash))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(hung(&servers[0], &hashes[1]) && servers[1].blob(&hashes[2]).is_some()) {
+        assert!(Instant::now() < deadline, "the two stuck requests never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(servers[0].blob(&hashes[1]).is_none(), "half a body is not a blob");
+    let not_done = replica_states(&db).iter().filter(|r| r.2 != "stored").count();
+    assert!(not_done >= 2, "the two stuck replicas are not recorded as stored");
+
+    let mut command = cli(Some(&key));
+    command.arg("--config").arg(&config).arg("--db").arg(&db).arg("run");
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let states = replica_states(&db);
+    assert_eq!(states.iter().filter(|r| r.2 == "stored").count(), 9, "{states:?}");
+    for server in &servers {
+        for hash in &hashes {
+            assert_eq!(server.uploads(hash), 1, "{hash} on {}: one complete upload", server.url);
+        }
+    }
+    let puts = |server: &FaultServer, hash: &str| {
+        server
+            .seen()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.header("x-sha-256") == Some(hash))
+            .count()
+    };
+    assert_eq!(puts(&servers[0], &hashes[1]), 2, "the half-sent blob went again");
+    assert_eq!(puts(&servers[1], &hashes[2]), 1, "the blob the server held was not sent again");
+    let present =
+        states.iter().find(|r| r.0 == hashes[2] && r.1 == servers[1].url.trim_end_matches('/'));
+    assert_eq!(present.unwrap().3, "present");
+}

@@ -98,7 +98,7 @@ proptest! {
     #[test]
     fn server_urls_built_from_parts_are_accepted(
         https in any::<bool>(),
-        host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}",
+        host in "[a-z][a-z0-9]{0,20}(-[a-z0-9]{1,5})?(\\.[a-z]{2,6}){1,2}",
         port in prop::option::of(1u16..),
         path in "(/[a-z0-9]{0,6}){0,3}/?",
     ) {

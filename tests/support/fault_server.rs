@@ -28,6 +28,9 @@ pub enum Reply {
     ResetAfter(usize),
     /// Announce the whole blob, send this many bytes of it, then close.
     CutBodyAfter(usize),
+    /// Store the upload, then never answer: the server has the blob but
+    /// the client cannot know (a crash right after the server's 201).
+    StoreThenHang,
     /// Store normally, but answer with a descriptor in an older or looser
     /// shape: `"created"` (instead of `uploaded`), `"strings"` (numbers as
     /// strings), `"nip94-object"`, `"nip94-array"`.
@@ -495,6 +498,11 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
                 other => panic!("unknown descriptor shape {other}"),
             }
             (code, headers, json.to_string().into_bytes())
+        }
+        Some(Reply::StoreThenHang) => {
+            let _ = normal(&request, &base, &state).await;
+            std::future::pending::<()>().await;
+            unreachable!()
         }
         Some(Reply::Think(wait)) => {
             tokio::time::sleep(wait).await;
