@@ -105,12 +105,25 @@ impl Store {
     ) -> Result<Vec<ClaimedJob>, Error> {
         let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
+        // One branch per state, so that each walks the claim index in
+        // order: a single OR over both states scans every job the server
+        // ever had, done ones included, and sorts them on every claim.
         let rows = sqlx::query(
             "SELECT j.id, j.sha256, j.kind, j.attempts, j.last_error, b.size, b.mime, b.source, b.source_raw
-             FROM jobs j JOIN blobs b ON b.sha256 = j.sha256
-             WHERE j.server = ?1 AND j.kind IN ('upload', 'replace')
-               AND ((j.state = 'queued' AND j.run_at <= ?2) OR (j.state = 'leased' AND j.lease_until <= ?2))
-             ORDER BY j.run_at, j.id
+             FROM (
+                 SELECT * FROM (
+                     SELECT id, run_at FROM jobs
+                     WHERE server = ?1 AND state = 'queued' AND run_at <= ?2 AND kind IN ('upload', 'replace')
+                     ORDER BY run_at, id LIMIT ?3)
+                 UNION ALL
+                 SELECT * FROM (
+                     SELECT id, run_at FROM jobs
+                     WHERE server = ?1 AND state = 'leased' AND lease_until <= ?2 AND kind IN ('upload', 'replace')
+                     ORDER BY run_at, id LIMIT ?3)
+             ) due
+             JOIN jobs j ON j.id = due.id
+             JOIN blobs b ON b.sha256 = j.sha256
+             ORDER BY due.run_at, due.id
              LIMIT ?3",
         )
         .bind(server.as_str())
