@@ -23,6 +23,12 @@ const RECOUNT_INTERVAL: Duration = Duration::from_secs(2);
 /// worker without making them wait on each other.
 const MAILBOX: usize = 256;
 
+/// Most outcomes recorded in one transaction.
+const MAX_BATCH: usize = 128;
+
+/// A finished job waiting to be recorded, and who to tell when it is.
+type Finished = (ClaimedJob, ServerUrl, JobOutcome, oneshot::Sender<()>);
+
 pub(crate) enum CoordinatorMsg {
     Enqueue {
         blobs: Vec<LocalBlob>,
@@ -131,6 +137,9 @@ impl CoordinatorActor {
         loop {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
+                    Some(CoordinatorMsg::Finished { job, server, outcome, respond_to }) => {
+                        self.record_batch(vec![(*job, server, outcome, respond_to)]).await;
+                    }
                     Some(msg) => self.handle(msg).await,
                     None => break,
                 },
@@ -162,28 +171,62 @@ impl CoordinatorActor {
                 let _ = respond_to.send(());
             }
             CoordinatorMsg::Finished { job, server, outcome, respond_to } => {
-                self.record(*job, server, outcome).await;
-                let _ = respond_to.send(());
+                self.record_batch(vec![(*job, server, outcome, respond_to)]).await;
             }
         }
     }
 
-    async fn record(&mut self, job: ClaimedJob, server: ServerUrl, outcome: JobOutcome) {
-        let progress = match self
+    /// Records `first` and every other outcome already waiting in the
+    /// mailbox, in one transaction: under load many jobs finish while one
+    /// commit is under way, and each commit costs more than its statements.
+    async fn record_batch(&mut self, mut batch: Vec<Finished>) {
+        let mut other = None;
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(CoordinatorMsg::Finished { job, server, outcome, respond_to }) => {
+                    batch.push((*job, server, outcome, respond_to));
+                }
+                Ok(msg) => {
+                    other = Some(msg);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let finished: Vec<_> =
+            batch.iter().map(|(job, server, outcome, _)| (job, server, outcome)).collect();
+        let recorded = self
             .parts
             .store
-            .finish_for(&job, &server, &self.parts.owner, &outcome, Some(&self.parts.servers))
-            .await
-        {
+            .finish_many(&finished, &self.parts.owner, Some(&self.parts.servers))
+            .await;
+        match recorded {
             Ok(recorded) => {
-                if recorded.released > 0 {
+                if recorded.iter().any(|r| r.released > 0) {
                     // Jobs that waited for a holder can run now.
                     self.parts.wakers.iter().for_each(|w| w.notify_one());
                 }
-                recorded.progress
+                for ((job, server, outcome, respond_to), recorded) in
+                    batch.into_iter().zip(recorded)
+                {
+                    self.recorded(job, server, outcome, recorded.progress).await;
+                    let _ = respond_to.send(());
+                }
             }
-            Err(e) => return self.fail(e),
-        };
+            Err(e) => self.fail(e),
+        }
+        if let Some(msg) = other {
+            Box::pin(self.handle(msg)).await;
+        }
+    }
+
+    async fn recorded(
+        &mut self,
+        job: ClaimedJob,
+        server: ServerUrl,
+        outcome: JobOutcome,
+        progress: store::BlobProgress,
+    ) {
         let sha256 = job.blob.sha256;
         let event = match outcome {
             JobOutcome::Stored { method, bytes_sent, .. } => {

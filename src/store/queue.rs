@@ -221,8 +221,46 @@ impl Store {
         outcome: &JobOutcome,
         scope: Option<&[ServerUrl]>,
     ) -> Result<Recorded, Error> {
-        let now = to_millis(SystemTime::now());
         let mut tx = self.write().await?;
+        let now = to_millis(SystemTime::now());
+        let recorded = self.finish_in(&mut tx, job, server, owner, outcome, scope, now).await?;
+        tx.commit().await.map_err(|e| self.sql(e))?;
+        Ok(recorded)
+    }
+
+    /// As [`Store::finish_for`] for several jobs, in one transaction: the
+    /// cost of a commit is shared by every job that finished meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// Database failures (nothing is recorded then).
+    pub async fn finish_many(
+        &self,
+        finished: &[(&ClaimedJob, &ServerUrl, &JobOutcome)],
+        owner: &str,
+        scope: Option<&[ServerUrl]>,
+    ) -> Result<Vec<Recorded>, Error> {
+        let mut tx = self.write().await?;
+        let now = to_millis(SystemTime::now());
+        let mut recorded = Vec::with_capacity(finished.len());
+        for (job, server, outcome) in finished {
+            recorded.push(self.finish_in(&mut tx, job, server, owner, outcome, scope, now).await?);
+        }
+        tx.commit().await.map_err(|e| self.sql(e))?;
+        Ok(recorded)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_in(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        job: &ClaimedJob,
+        server: &ServerUrl,
+        owner: &str,
+        outcome: &JobOutcome,
+        scope: Option<&[ServerUrl]>,
+        now: i64,
+    ) -> Result<Recorded, Error> {
         let settle = match outcome {
             JobOutcome::Stored { method, url, status, bytes_sent } => Settle {
                 job_state: "done",
@@ -264,16 +302,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
-                let progress = self.blob_progress(&mut tx, &job.blob.sha256, scope).await?;
-                tx.commit().await.map_err(|e| self.sql(e))?;
+                let progress = self.blob_progress(&mut *tx, &job.blob.sha256, scope).await?;
                 return Ok(Recorded { progress, released: 0 });
             }
         };
-        self.settle(&mut tx, job.id, &job.blob.sha256, server, Some(owner), &settle, now).await?;
+        self.settle(&mut *tx, job.id, &job.blob.sha256, server, Some(owner), &settle, now).await?;
         let failed = !matches!(outcome, JobOutcome::Stored { .. });
-        let released = self.release_waiting(&mut tx, &job.blob.sha256, now, failed).await?;
-        let progress = self.blob_progress(&mut tx, &job.blob.sha256, scope).await?;
-        tx.commit().await.map_err(|e| self.sql(e))?;
+        let released = self.release_waiting(&mut *tx, &job.blob.sha256, now, failed).await?;
+        let progress = self.blob_progress(&mut *tx, &job.blob.sha256, scope).await?;
         Ok(Recorded { progress, released })
     }
 

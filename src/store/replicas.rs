@@ -15,20 +15,23 @@ use crate::blossom::ServerUrl;
 /// Creates or updates a replica for new work and returns its state:
 /// `pending` when work is needed. Stored replicas stay stored.
 const UPSERT_REPLICA_RETRY_FAILED: &str = "INSERT INTO replicas (sha256, server, state, created_at, updated_at)
-     VALUES (?1, ?2, 'pending', ?3, ?3)
+     SELECT value ->> 'h', ?2, 'pending', ?3, ?3 FROM json_each(?1) WHERE true
      ON CONFLICT (sha256, server) DO UPDATE SET
          state = CASE WHEN state IN ('failed', 'missing', 'corrupt', 'deleted') THEN 'pending' ELSE state END,
          updated_at = ?3
-     RETURNING state";
+     RETURNING sha256, state";
+
+/// Blobs per batch of statements in `enqueue`.
+const ENQUEUE_BATCH: usize = 500;
 
 /// As [`UPSERT_REPLICA_RETRY_FAILED`], but failed replicas stay failed.
 const UPSERT_REPLICA_RETRY_LOST: &str =
     "INSERT INTO replicas (sha256, server, state, created_at, updated_at)
-     VALUES (?1, ?2, 'pending', ?3, ?3)
+     SELECT value ->> 'h', ?2, 'pending', ?3, ?3 FROM json_each(?1) WHERE true
      ON CONFLICT (sha256, server) DO UPDATE SET
          state = CASE WHEN state IN ('missing', 'corrupt') THEN 'pending' ELSE state END,
          updated_at = ?3
-     RETURNING state";
+     RETURNING sha256, state";
 
 /// Servers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 pub(crate) fn server_list(servers: &[ServerUrl]) -> String {
@@ -259,59 +262,84 @@ impl Store {
         };
         let mut tx = self.write().await?;
         let mut done = Enqueued::default();
-        for blob in blobs {
-            let (source, source_raw) = path_columns(&blob.path);
+        // A few statements per batch rather than per blob: a statement
+        // costs a round trip to SQLite's thread, which would dominate.
+        for batch in blobs.chunks(ENQUEUE_BATCH) {
+            let rows: Vec<serde_json::Value> = batch
+                .iter()
+                .map(|blob| {
+                    let (source, source_raw) = path_columns(&blob.path);
+                    serde_json::json!({
+                        "h": blob.sha256.to_hex(),
+                        "size": blob.size,
+                        "mime": blob.mime,
+                        "src": source,
+                        "raw": source_raw.map(hex::encode),
+                    })
+                })
+                .collect();
+            let rows = serde_json::Value::Array(rows).to_string();
             sqlx::query(
-                "INSERT INTO blobs (sha256, size, mime, source, created_at, source_raw) VALUES (?, ?, ?, ?, ?, ?)
+                "INSERT INTO blobs (sha256, size, mime, source, created_at, source_raw)
+                 SELECT value ->> 'h', value ->> 'size', value ->> 'mime', value ->> 'src', ?2,
+                        unhex(value ->> 'raw')
+                 FROM json_each(?1) WHERE true
                  ON CONFLICT (sha256) DO UPDATE SET
                      source_raw = CASE WHEN excluded.source IS NULL THEN source_raw ELSE excluded.source_raw END,
                      source = coalesce(excluded.source, source), deleted_at = NULL",
             )
-            .bind(blob.sha256.to_hex())
-            .bind(blob.size as i64)
-            .bind(&blob.mime)
-            .bind(source)
+            .bind(&rows)
             .bind(now)
-            .bind(source_raw)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.sql(e))?;
 
             // Copies verify found wrong must be replaced, not trusted again.
-            let corrupt: Vec<String> = sqlx::query_scalar(
-                "SELECT server FROM replicas WHERE sha256 = ? AND state = 'corrupt'",
+            let corrupt: std::collections::HashSet<(String, String)> = sqlx::query_as(
+                "SELECT sha256, server FROM replicas
+                 WHERE state = 'corrupt' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))",
             )
-            .bind(blob.sha256.to_hex())
+            .bind(&rows)
             .fetch_all(&mut *tx)
             .await
-            .map_err(|e| self.sql(e))?;
+            .map_err(|e| self.sql(e))?
+            .into_iter()
+            .collect();
+            let job_state = match strategy {
+                Strategy::Upload => "queued",
+                Strategy::Mirror => "waiting",
+            };
             for server in servers {
-                let kind =
-                    if corrupt.iter().any(|c| c == server.as_str()) { "replace" } else { "upload" };
-                let state: String = sqlx::query_scalar(upsert)
-                    .bind(blob.sha256.to_hex())
+                let states: Vec<(String, String)> = sqlx::query_as(upsert)
+                    .bind(&rows)
                     .bind(server.as_str())
                     .bind(now)
-                    .fetch_one(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.sql(e))?;
-                if state != ReplicaState::Pending.as_str() {
-                    done.already_stored += u64::from(state == ReplicaState::Stored.as_str());
+                let mut wanted = Vec::new();
+                for (hash, state) in states {
+                    if state != ReplicaState::Pending.as_str() {
+                        done.already_stored += u64::from(state == ReplicaState::Stored.as_str());
+                        continue;
+                    }
+                    let replace = corrupt.contains(&(hash.clone(), server.as_str().to_owned()));
+                    wanted.push(serde_json::json!([
+                        hash,
+                        if replace { "replace" } else { "upload" }
+                    ]));
+                }
+                if wanted.is_empty() {
                     continue;
                 }
-                let job_state = match strategy {
-                    Strategy::Upload => "queued",
-                    Strategy::Mirror => "waiting",
-                };
                 let inserted = sqlx::query(
                     "INSERT OR IGNORE INTO jobs (sha256, server, kind, state, run_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?5, ?3, ?4, ?4, ?4)",
+                     SELECT value ->> 0, ?2, value ->> 1, ?3, ?4, ?4, ?4 FROM json_each(?1)",
                 )
-                .bind(blob.sha256.to_hex())
+                .bind(serde_json::Value::Array(wanted).to_string())
                 .bind(server.as_str())
                 .bind(job_state)
                 .bind(now)
-                .bind(kind)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
@@ -319,14 +347,29 @@ impl Store {
             }
             if strategy == Strategy::Upload {
                 // Asked to upload everywhere: nothing waits for a holder.
-                sqlx::query("UPDATE jobs SET state = 'queued', run_at = ?2 WHERE sha256 = ?1 AND state = 'waiting'")
-                    .bind(blob.sha256.to_hex())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.sql(e))?;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'queued', run_at = ?2
+                     WHERE state = 'waiting' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))",
+                )
+                .bind(&rows)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.sql(e))?;
             }
-            self.release_waiting(&mut tx, &blob.sha256, now, false).await?;
+            // As `release_waiting`, for every blob of the batch at once.
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
+                 WHERE state = 'waiting' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))
+                   AND (EXISTS (SELECT 1 FROM replicas r WHERE r.sha256 = jobs.sha256 AND r.state = 'stored')
+                        OR (id = (SELECT min(k.id) FROM jobs k WHERE k.sha256 = jobs.sha256 AND k.state = 'waiting')
+                            AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.sha256 = jobs.sha256 AND k.state IN ('queued', 'leased'))))",
+            )
+            .bind(&rows)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.sql(e))?;
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(done)
