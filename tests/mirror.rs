@@ -314,7 +314,7 @@ async fn a_failing_first_server_does_not_hold_the_others_back() {
 async fn work_left_waiting_on_a_removed_server_still_runs() {
     let s = Setup::new();
     let slow = FaultServer::start().await;
-    slow.rule("HEAD", "/", None, Reply::Think(std::time::Duration::from_secs(60)));
+    slow.rule("PUT", "/upload", None, Reply::Think(std::time::Duration::from_secs(60)));
     let real = BlossomServer::start(&s.key.pubkey_hex);
     let file = s.file("stuck.txt", b"queued behind a server that hangs\n");
     let mut child =

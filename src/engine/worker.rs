@@ -34,6 +34,13 @@ use crate::store::{ClaimedJob, JobOutcome, ServerTraits, Store, Strategy};
 /// queued by other processes are picked up.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Up to this size, a replica's first attempt sends the blob without
+/// asking `HEAD /<sha256>` first: the question costs a round trip, which
+/// carries a body this small anyway, and a server that has the blob
+/// answers the upload with 200. Every later attempt (after a failure or a
+/// crash) asks first, so nothing that arrived is sent again.
+const SMALL_BLOB: u64 = 16 * 1024;
+
 /// What a worker is built from.
 pub(crate) struct WorkerParts {
     pub(crate) config: ServerConfig,
@@ -279,10 +286,10 @@ impl Shared {
             self.client.delete(&blob.sha256, encoding).await?;
             tracing::info!("deleted a wrong copy; sending the blob again");
         }
-        self.limiter.until_ready().await;
-        let presence = if job.replace {
+        let presence = if job.replace || (job.attempt == 1 && blob.size <= SMALL_BLOB) {
             Ok(Presence::Absent)
         } else {
+            self.limiter.until_ready().await;
             self.client.has_blob(&blob.sha256, self.encoding()).await
         };
         match presence {

@@ -19,7 +19,7 @@ const UPSERT_REPLICA_RETRY_FAILED: &str = "INSERT INTO replicas (sha256, server,
      ON CONFLICT (sha256, server) DO UPDATE SET
          state = CASE WHEN state IN ('failed', 'missing', 'corrupt', 'deleted') THEN 'pending' ELSE state END,
          updated_at = ?3
-     RETURNING sha256, state";
+";
 
 /// Blobs per batch of statements in `enqueue`.
 const ENQUEUE_BATCH: usize = 500;
@@ -30,8 +30,7 @@ const UPSERT_REPLICA_RETRY_LOST: &str =
      SELECT value ->> 'h', ?2, 'pending', ?3, ?3 FROM json_each(?1) WHERE true
      ON CONFLICT (sha256, server) DO UPDATE SET
          state = CASE WHEN state IN ('missing', 'corrupt') THEN 'pending' ELSE state END,
-         updated_at = ?3
-     RETURNING sha256, state";
+         updated_at = ?3";
 
 /// Servers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 pub(crate) fn server_list(servers: &[ServerUrl]) -> String {
@@ -296,8 +295,8 @@ impl Store {
 
             // Copies verify found wrong must be replaced, not trusted again.
             let corrupt: std::collections::HashSet<(String, String)> = sqlx::query_as(
-                "SELECT sha256, server FROM replicas
-                 WHERE state = 'corrupt' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))",
+                "SELECT r.sha256, r.server FROM json_each(?1) e CROSS JOIN replicas r
+                 WHERE r.sha256 = e.value ->> 'h' AND r.state = 'corrupt'",
             )
             .bind(&rows)
             .fetch_all(&mut *tx)
@@ -310,36 +309,44 @@ impl Store {
                 Strategy::Mirror => "waiting",
             };
             for server in servers {
-                let states: Vec<(String, String)> = sqlx::query_as(upsert)
+                // Rows are not read back (a row costs about what a
+                // statement does): the counts and the jobs come from
+                // statements over the batch.
+                sqlx::query(upsert)
                     .bind(&rows)
                     .bind(server.as_str())
                     .bind(now)
-                    .fetch_all(&mut *tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| self.sql(e))?;
-                let mut wanted = Vec::new();
-                for (hash, state) in states {
-                    if state != ReplicaState::Pending.as_str() {
-                        done.already_stored += u64::from(state == ReplicaState::Stored.as_str());
-                        continue;
-                    }
-                    let replace = corrupt.contains(&(hash.clone(), server.as_str().to_owned()));
-                    wanted.push(serde_json::json!([
-                        hash,
-                        if replace { "replace" } else { "upload" }
-                    ]));
-                }
-                if wanted.is_empty() {
-                    continue;
-                }
+                let stored: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM json_each(?1) e CROSS JOIN replicas r
+                     WHERE r.sha256 = e.value ->> 'h' AND r.server = ?2 AND r.state = 'stored'",
+                )
+                .bind(&rows)
+                .bind(server.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.sql(e))?;
+                done.already_stored += stored as u64;
+                let replace: Vec<&str> = corrupt
+                    .iter()
+                    .filter(|(_, s)| s == server.as_str())
+                    .map(|(hash, _)| hash.as_str())
+                    .collect();
                 let inserted = sqlx::query(
                     "INSERT OR IGNORE INTO jobs (sha256, server, kind, state, run_at, created_at, updated_at)
-                     SELECT value ->> 0, ?2, value ->> 1, ?3, ?4, ?4, ?4 FROM json_each(?1)",
+                     SELECT r.sha256, ?2,
+                            CASE WHEN r.sha256 IN (SELECT value FROM json_each(?5)) THEN 'replace' ELSE 'upload' END,
+                            ?3, ?4, ?4, ?4
+                     FROM json_each(?1) e CROSS JOIN replicas r
+                     WHERE r.sha256 = e.value ->> 'h' AND r.server = ?2 AND r.state = 'pending'",
                 )
-                .bind(serde_json::Value::Array(wanted).to_string())
+                .bind(&rows)
                 .bind(server.as_str())
                 .bind(job_state)
                 .bind(now)
+                .bind(serde_json::to_string(&replace).unwrap_or_default())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.sql(e))?;
@@ -349,7 +356,8 @@ impl Store {
                 // Asked to upload everywhere: nothing waits for a holder.
                 sqlx::query(
                     "UPDATE jobs SET state = 'queued', run_at = ?2
-                     WHERE state = 'waiting' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))",
+                     WHERE id IN (SELECT j.id FROM json_each(?1) e CROSS JOIN jobs j
+                                  WHERE j.sha256 = e.value ->> 'h' AND j.state = 'waiting')",
                 )
                 .bind(&rows)
                 .bind(now)
@@ -357,13 +365,17 @@ impl Store {
                 .await
                 .map_err(|e| self.sql(e))?;
             }
-            // As `release_waiting`, for every blob of the batch at once.
+            // As `release_waiting`, for every blob of the batch at once. The
+            // batch drives the loop (CROSS JOIN keeps that order), so the
+            // cost does not grow with the jobs already queued.
             sqlx::query(
                 "UPDATE jobs SET state = 'queued', run_at = ?2, updated_at = ?2
-                 WHERE state = 'waiting' AND sha256 IN (SELECT value ->> 'h' FROM json_each(?1))
-                   AND (EXISTS (SELECT 1 FROM replicas r WHERE r.sha256 = jobs.sha256 AND r.state = 'stored')
-                        OR (id = (SELECT min(k.id) FROM jobs k WHERE k.sha256 = jobs.sha256 AND k.state = 'waiting')
-                            AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.sha256 = jobs.sha256 AND k.state IN ('queued', 'leased'))))",
+                 WHERE id IN (
+                     SELECT j.id FROM json_each(?1) e CROSS JOIN jobs j
+                     WHERE j.sha256 = e.value ->> 'h' AND j.state = 'waiting'
+                       AND (EXISTS (SELECT 1 FROM replicas r WHERE r.sha256 = j.sha256 AND r.state = 'stored')
+                            OR (j.id = (SELECT min(k.id) FROM jobs k WHERE k.sha256 = j.sha256 AND k.state = 'waiting')
+                                AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.sha256 = j.sha256 AND k.state IN ('queued', 'leased')))))",
             )
             .bind(&rows)
             .bind(now)
