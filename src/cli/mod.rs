@@ -18,6 +18,7 @@ macro_rules! out {
 mod audit;
 mod progress;
 mod push;
+mod servers;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ enum Command {
     Whereis(audit::WhereisArgs),
     /// Delete blobs from every server and check they are gone
     Delete(audit::DeleteArgs),
+    /// Read or publish a BUD-03 server list (kind 10063) on Nostr relays
+    #[command(subcommand)]
+    Servers(servers::ServersCommand),
     /// Write a new secret key to a file and print its public key
     Keygen {
         /// Where to write the key (must not exist)
@@ -133,6 +137,7 @@ async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode>
         Command::Verify(args) => audit::verify(&cli, args).await,
         Command::Whereis(args) => audit::whereis(&cli, args).await,
         Command::Delete(args) => audit::delete(&cli, args).await,
+        Command::Servers(command) => servers::servers(&cli, command).await,
         Command::Keygen { path } => keygen(path),
         Command::Pubkey => {
             out!("{}", signer(&cli)?.public_key().to_hex());
