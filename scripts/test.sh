@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Everything CI runs, from a clean checkout on Debian with the Rust
-# toolchain: installs the third-party Blossom server the integration tests
-# run against (built once per machine, cached in ~/.cache), then checks
-# formatting and lints and runs every test.
+# toolchain and python3: installs the third-party Blossom server and Nostr
+# relay the integration tests run against (each once per machine, cached in
+# ~/.cache), then checks formatting and lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BLOSSOM_SERVER_BIN="$(scripts/install-blossom-server.sh)"
 export BLOSSOM_SERVER_BIN
 echo "using $("$BLOSSOM_SERVER_BIN" --version)"
+NOSTR_RELAY_BIN="$(scripts/install-nostr-relay.sh)"
+export NOSTR_RELAY_BIN
+echo "using nostr-relay at $NOSTR_RELAY_BIN"
 
 # In CI the checkout is fresh every run; keep build artefacts beside the
 # server cache so a machine does not rebuild every dependency each time.

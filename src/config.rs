@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
 use crate::blossom::{KeySigner, ServerUrl, Timeouts, TokenEncoding};
+use crate::relay::parse_relay_url;
 use crate::store::Strategy;
 
 /// A configuration that cannot be used. The message names the file and the
@@ -44,6 +46,9 @@ pub struct Config {
     pub queue: QueueConfig,
     /// How blobs are spread over the servers.
     pub replication: ReplicationConfig,
+    /// Nostr relays that hold the user's BUD-03 server list, without
+    /// duplicates.
+    pub relays: Vec<Url>,
 }
 
 /// How blobs are spread over the servers.
@@ -136,6 +141,7 @@ impl Config {
             timeouts: Timeouts::default(),
             queue: QueueConfig::default(),
             replication: ReplicationConfig::default(),
+            relays: Vec::new(),
         }
     }
 
@@ -228,6 +234,8 @@ fn toml_error(origin: &str, text: &str, err: &toml::de::Error) -> ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     database: Option<PathBuf>,
+    #[serde(default)]
+    relays: Vec<String>,
     #[serde(default)]
     defaults: RawServerDefaults,
     #[serde(default)]
@@ -422,6 +430,15 @@ impl RawConfig {
             min_copies: self.replication.min_copies,
         };
 
+        let mut relays: Vec<Url> = Vec::new();
+        for (i, raw) in self.relays.iter().enumerate() {
+            let url =
+                parse_relay_url(raw).map_err(|e| err(&format!("relays[{i}]"), e.to_string()))?;
+            if !relays.contains(&url) {
+                relays.push(url);
+            }
+        }
+
         Ok(Config {
             database: self.database.unwrap_or_else(|| default_database.to_owned()),
             servers,
@@ -429,6 +446,7 @@ impl RawConfig {
             timeouts,
             queue,
             replication,
+            relays,
         })
     }
 }
@@ -461,6 +479,7 @@ mod tests {
         let text = include_str!("../config.example.toml");
         let config = parse(text).unwrap();
         assert!(!config.servers.is_empty());
+        assert!(!config.relays.is_empty());
     }
 
     #[test]
@@ -516,6 +535,8 @@ mod tests {
             ("[[servers]]\nurl = \"http://a\"\nspeed = 3", "speed"),
             ("[replication]\nstrategy = \"teleport\"", "strategy = \"teleport\""),
             ("[replication]\nmin_copies = 0", "replication.min_copies"),
+            ("relays = [\"wss://a.example\", \"https://b.example\"]", "relays[1]"),
+            ("relays = \"wss://a.example\"", "relays = \"wss://a.example\""),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();
@@ -523,6 +544,15 @@ mod tests {
             assert!(err.contains(key), "{text:?} gave {err:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn relays_are_parsed_in_order_without_duplicates() {
+        let config =
+            parse("relays = [\"wss://b.example\", \"a.example\", \"wss://b.example/\"]").unwrap();
+        let relays: Vec<&str> = config.relays.iter().map(Url::as_str).collect();
+        assert_eq!(relays, ["wss://b.example/", "wss://a.example/"]);
+        assert!(parse("").unwrap().relays.is_empty());
     }
 
     #[test]

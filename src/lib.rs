@@ -9,7 +9,9 @@
 //! check before every upload, sends nothing again that already arrived.
 //!
 //! Start with [`Replicator`]; [`blossom::ServerClient`] speaks the protocol
-//! to one server; [`Store`] reads the record.
+//! to one server; [`Store`] reads the record. [`relay`] reads and publishes a
+//! user's BUD-03 server list (its network half needs the `relays` feature,
+//! on by default).
 
 pub mod blob;
 #[cfg(feature = "blocking")]
@@ -18,6 +20,7 @@ pub mod blossom;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod relay;
 pub mod store;
 pub mod uri;
 

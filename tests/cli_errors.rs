@@ -105,6 +105,34 @@ fn bad_input_is_refused_with_one_line_and_the_database_intact() {
 }
 
 #[test]
+fn bad_relays_and_public_keys_are_refused_with_one_line() {
+    let b = baseline();
+    let dead = format!("ws://127.0.0.1:{}", support::free_port());
+    let push_from = |author: &str, relay: &str| {
+        let mut command = b.cli();
+        command.args(["push", "--servers-from", author, "--relay", relay]).arg(&b.file);
+        run(&mut command)
+    };
+
+    b.refused(push_from("npub1nonsense", &dead), "npub1nonsense");
+    b.refused(push_from(&b.key.pubkey_hex, "https://relay.example"), "https://relay.example");
+    let line = b.refused(push_from(&b.key.pubkey_hex, &dead), &dead);
+    assert!(line.contains("cannot connect"), "{line}");
+    b.refused(run(b.cli().args(["servers", "list", "cafe", "--relay", &dead])), "\"cafe\"");
+    b.refused(
+        run(b.cli().args(["servers", "list", &b.key.pubkey_hex, "--relay", "ftp://x.example"])),
+        "ftp://x.example",
+    );
+    let line = b.refused(
+        run(b.cli().args(["servers", "publish", "--relay", "wss://me:hunter2@relay.example"])),
+        "relay.example",
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    let line = b.refused(run(b.cli().args(["servers", "list", &b.key.pubkey_hex])), "--relay");
+    assert!(line.contains("no relays"), "{line}");
+}
+
+#[test]
 fn broken_configs_name_the_key() {
     let b = baseline();
     let cases = [
@@ -112,6 +140,7 @@ fn broken_configs_name_the_key() {
         ("[[servers]]\nurl = \"http://127.0.0.1:1\"\nrate = \"fast\"\n", "rate"),
         ("[retry]\nmax_delay = \"forever\"\n", "retry.max_delay"),
         ("[[servers]]\nurl = \"ftp://files.example\"\n", "servers[0].url"),
+        ("relays = [\"https://relay.example\"]\n", "relays[0]"),
         ("this is not toml", "line 1"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {

@@ -33,7 +33,7 @@ async fn twenty_sigkills_lose_nothing_and_send_nothing_twice() {
         std::fs::write(input.join(format!("blob-{i:04}.bin")), bytes).unwrap();
     }
     // Slow enough that the kills land all through the run.
-    let config = write_config_with_rate(work.path(), &urls, 150.0, 10, "");
+    let config = write_config_with_rate(work.path(), &urls, 50.0, 10, "");
     let db = work.path().join("replicator.db");
     let push = || {
         let mut command = cli(Some(&key));

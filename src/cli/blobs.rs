@@ -110,7 +110,23 @@ fn need_servers(config: &Config) -> anyhow::Result<()> {
 pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = client(cli, false)?;
     let (hash, mut servers) = if let Ok(uri) = args.blob.parse::<BlossomUri>() {
-        (uri.sha256, uri.server_urls())
+        let mut servers = uri.server_urls();
+        // BUD-10: then each author's servers, in their BUD-03 order.
+        for author in &uri.authors {
+            let Ok(author) = nostr::prelude::PublicKey::parse(author) else { continue };
+            if config.relays.is_empty() {
+                break;
+            }
+            let timeout = blossom_replicator::relay::DEFAULT_TIMEOUT;
+            match blossom_replicator::relay::fetch_server_list(&config.relays, author, timeout)
+                .await
+            {
+                Ok(Some(list)) => servers.extend(list.servers),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the author's server list"),
+            }
+        }
+        (uri.sha256, servers)
     } else if let Ok(hash) = args.blob.parse::<Sha256>() {
         (hash, Vec::new())
     } else if let Some(hash) = Sha256::from_url(&args.blob) {

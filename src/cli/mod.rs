@@ -19,6 +19,7 @@ mod audit;
 mod blobs;
 mod progress;
 mod push;
+mod servers;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,9 @@ enum Command {
     Media(blobs::MediaArgs),
     /// Report a blob to every server (BUD-09)
     Report(blobs::ReportArgs),
+    /// Read or publish a BUD-03 server list (kind 10063) on Nostr relays
+    #[command(subcommand)]
+    Servers(servers::ServersCommand),
     /// Write a new secret key to a file and print its public key
     Keygen {
         /// Where to write the key (must not exist)
@@ -153,6 +157,7 @@ async fn run(cli: Cli, progress: progress::Progress) -> anyhow::Result<ExitCode>
         Command::Mirror(args) => blobs::mirror(&cli, args).await,
         Command::Media(args) => blobs::media(&cli, args).await,
         Command::Report(args) => blobs::report(&cli, args).await,
+        Command::Servers(command) => servers::servers(&cli, command).await,
         Command::Keygen { path } => keygen(path),
         Command::Pubkey => {
             out!("{}", signer(&cli)?.public_key().to_hex());

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use blossom_replicator::Config;
 use blossom_replicator::blob::{LocalBlob, collect_files};
 use blossom_replicator::store::{BlobStatus, ReplicaState, Strategy};
@@ -15,6 +15,7 @@ use blossom_replicator::{Replicator, Sha256};
 use futures_util::StreamExt as _;
 
 use super::progress::Progress;
+use super::servers::{RelayArgs, servers_from};
 use super::{Cli, load_config, signer};
 
 /// Blobs queued per database transaction.
@@ -30,6 +31,14 @@ pub(crate) struct PushArgs {
     /// Push the files inside directories, following symbolic links
     #[arg(short, long)]
     recursive: bool,
+
+    /// Take the servers, in their order, from this user's BUD-03 server
+    /// list on the relays (npub1… or hex); the first one gets the upload
+    #[arg(long, value_name = "PUBKEY")]
+    servers_from: Option<String>,
+
+    #[command(flatten)]
+    relays: RelayArgs,
 
     #[command(flatten)]
     run: RunArgs,
@@ -81,6 +90,13 @@ pub(crate) async fn push(
     let mut config = load_config(cli)?;
     args.run.apply(&mut config);
     let signer = signer(cli)?;
+    if let Some(author) = &args.servers_from {
+        if !cli.servers.is_empty() {
+            bail!("--server and --servers-from both name the servers; pass one of them");
+        }
+        let servers = servers_from(author, &args.relays, &config).await?;
+        config.replace_servers(servers);
+    }
     if config.servers.is_empty() {
         return Err(blossom_replicator::engine::Error::NoServers.into());
     }

@@ -34,13 +34,6 @@ use crate::store::{ClaimedJob, JobOutcome, ServerTraits, Store, Strategy};
 /// queued by other processes are picked up.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Up to this size, a replica's first attempt sends the blob without
-/// asking `HEAD /<sha256>` first: the question costs a round trip, which
-/// carries a body this small anyway, and a server that has the blob
-/// answers the upload with 200. Every later attempt (after a failure or a
-/// crash) asks first, so nothing that arrived is sent again.
-const SMALL_BLOB: u64 = 16 * 1024;
-
 /// What a worker is built from.
 pub(crate) struct WorkerParts {
     pub(crate) config: ServerConfig,
@@ -256,7 +249,20 @@ impl Shared {
                     self.outcome(&job, result, sent.load(Ordering::Relaxed)).await
                 }
                 () = stopped_before_upload => JobOutcome::Released,
-                () = self.abort.cancelled() => JobOutcome::Released,
+                () = self.abort.cancelled() => {
+                    if uploading.load(Ordering::SeqCst) {
+                        // The server may have the whole body: count the
+                        // attempt, so the next one asks HEAD first.
+                        JobOutcome::Retry {
+                            run_at: SystemTime::now(),
+                            status: None,
+                            reason: "cut by the shutdown while sending".to_owned(),
+                            bytes_sent: sent.load(Ordering::Relaxed),
+                        }
+                    } else {
+                        JobOutcome::Released
+                    }
+                }
             };
             if probe && matches!(outcome, JobOutcome::Released) {
                 self.circuit.probe_inconclusive();
@@ -286,7 +292,10 @@ impl Shared {
             self.client.delete(&blob.sha256, encoding).await?;
             tracing::info!("deleted a wrong copy; sending the blob again");
         }
-        let presence = if job.replace || (job.attempt == 1 && blob.size <= SMALL_BLOB) {
+        // Asked on every attempt, the first included: the blob may be there
+        // from another run, another machine or another tool, and a HEAD is
+        // cheaper than a body the server already has.
+        let presence = if job.replace {
             Ok(Presence::Absent)
         } else {
             self.limiter.until_ready().await;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fault_server;
+pub mod forged_relay;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -173,6 +174,121 @@ fn health(port: u16) -> bool {
     use std::io::{Read as _, Write as _};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
     let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// The version of the third-party Nostr relay the BUD-03 tests run against.
+pub const NOSTR_RELAY_VERSION: &str = "1.14";
+
+/// Where `scripts/install-nostr-relay.sh` puts the relay command, unless
+/// `NOSTR_RELAY_BIN` names another.
+pub fn nostr_relay_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NOSTR_RELAY_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let bin =
+        cache.join(format!("blossom-replicator/nostr-relay-{NOSTR_RELAY_VERSION}/bin/nostr-relay"));
+    assert!(
+        bin.exists(),
+        "nostr-relay {NOSTR_RELAY_VERSION} not found at {}: run scripts/install-nostr-relay.sh \
+         (scripts/test.sh does) or set NOSTR_RELAY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A real Nostr relay (nostr-relay from PyPI) on 127.0.0.1 with its own
+/// SQLite file, killed with its workers when dropped.
+pub struct NostrRelay {
+    pub url: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl NostrRelay {
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(relay) = Self::try_start() {
+                return relay;
+            }
+        }
+        panic!("nostr-relay did not start after 5 tries");
+    }
+
+    fn try_start() -> Option<Self> {
+        use std::os::unix::process::CommandExt as _;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let port = free_port();
+        let config = format!(
+            "storage:\n  sqlalchemy.url: sqlite+aiosqlite:///{}\n\
+             gunicorn:\n  bind: 127.0.0.1:{port}\n  workers: 1\n\
+             authentication:\n  enabled: false\n\
+             verification:\n  nip05_verification: disabled\n",
+            d.join("nostr.sqlite3").display()
+        );
+        std::fs::write(d.join("relay.yaml"), config).unwrap();
+        let log = std::fs::File::create(d.join("relay.log")).unwrap();
+        // Its own process group, so that the gunicorn master and its
+        // worker are stopped together.
+        let mut child = Command::new(nostr_relay_bin())
+            .current_dir(d)
+            .arg("-c")
+            .arg(d.join("relay.yaml"))
+            .arg("serve")
+            .process_group(0)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nostr-relay");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if relay_info(port) {
+                return Some(Self { url: format!("ws://127.0.0.1:{port}"), dir, child });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill_group(&mut child);
+        None
+    }
+
+    /// The relay's log, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NostrRelay {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// Kills a child started in its own process group, with everything it
+/// started.
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The relay answers a NIP-11 information request: it is ready.
+fn relay_info(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/nostr+json\r\n\
+                   Connection: close\r\n\r\n";
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut head = [0u8; 12];
     stream.write_all(request.as_bytes()).is_ok()
