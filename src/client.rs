@@ -182,14 +182,21 @@ impl BlossomClient {
         let policy = self.retry();
         let mut attempt = 0;
         let mut switched = false;
+        let mut batch_retried = false;
         loop {
             attempt += 1;
             peer.limiter.until_ready().await;
             let encoding = *peer.encoding.lock().unwrap_or_else(|e| e.into_inner());
+            let batch_refused_before = peer.client.batch_tokens_refused();
             let error = match request(peer.client.clone(), encoding).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
+            if !batch_retried && !batch_refused_before && peer.client.batch_tokens_refused() {
+                // The server refused a batch token: again with one of its own.
+                batch_retried = true;
+                continue;
+            }
             match error.class() {
                 ErrorClass::Reauth if !switched => {
                     switched = true;
@@ -363,6 +370,37 @@ impl BlossomClient {
         let blob = LocalBlob { sha256, size, mime: mime.to_owned(), path: PathBuf::new() };
         let blob = &blob;
         self.call(server, |c, e| async move { c.upload_preflight(blob, e).await }).await
+    }
+
+    /// Signs upload tokens ahead for blobs about to be uploaded or mirrored
+    /// (hash and size): one signature per [`MAX_BATCH_HASHES`] blobs (a
+    /// token with an `x` tag for each, BUD-11), shared by every server of
+    /// this client. Each later [`upload`](Self::upload),
+    /// [`upload_to_all`](Self::upload_to_all) or [`mirror`](Self::mirror)
+    /// of one of them uses it instead of signing. A server that refuses it
+    /// (some take one blob per token, or each token once) gets the request
+    /// again with a token of its own, and so does every later request to
+    /// it. Returns how many tokens were signed.
+    ///
+    /// [`MAX_BATCH_HASHES`]: crate::blossom::MAX_BATCH_HASHES
+    ///
+    /// # Errors
+    ///
+    /// When the signer fails.
+    pub async fn prepare_upload_tokens(
+        &self,
+        blobs: &[(Sha256, u64)],
+    ) -> Result<usize, ClientError> {
+        let peers = self.servers().iter().map(|s| self.peer(s)).collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = peers.first() else { return Ok(0) };
+        if blobs.len() < 2 {
+            return Ok(0);
+        }
+        let tokens = first.client.sign_batch_tokens(blobs).await?;
+        for peer in &peers {
+            peer.client.add_batch_tokens(&tokens);
+        }
+        Ok(tokens.len())
     }
 
     /// Uploads to every server at once; each server's result on its own.

@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// (BUD-06) before their body is sent, so a server that will refuse
     /// them says so first. Servers without it are remembered and skipped.
     pub preflight_min_size: u64,
+    /// Sign one upload token for the blobs claimed together (several `x`
+    /// tags) instead of one per request. Off by default; a server that
+    /// refuses such a token gets one token per request from then on.
+    pub batch_tokens: bool,
 }
 
 /// Retries of transient failures.
@@ -265,6 +269,7 @@ struct RawServerDefaults {
     max_in_flight: NonZeroUsize,
     token_encoding: TokenEncoding,
     preflight_min_size: u64,
+    batch_tokens: bool,
 }
 
 impl Default for RawServerDefaults {
@@ -275,6 +280,7 @@ impl Default for RawServerDefaults {
             max_in_flight: NonZeroUsize::new(8).expect("non-zero"),
             token_encoding: TokenEncoding::Base64,
             preflight_min_size: 1024 * 1024,
+            batch_tokens: false,
         }
     }
 }
@@ -288,6 +294,7 @@ impl RawServerDefaults {
             max_in_flight: self.max_in_flight,
             token_encoding: self.token_encoding,
             preflight_min_size: self.preflight_min_size,
+            batch_tokens: self.batch_tokens,
         }
     }
 }
@@ -301,6 +308,7 @@ struct RawServer {
     max_in_flight: Option<NonZeroUsize>,
     token_encoding: Option<TokenEncoding>,
     preflight_min_size: Option<u64>,
+    batch_tokens: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,6 +361,7 @@ impl RawConfig {
             server.max_in_flight = raw.max_in_flight.unwrap_or(server.max_in_flight);
             server.token_encoding = raw.token_encoding.unwrap_or(server.token_encoding);
             server.preflight_min_size = raw.preflight_min_size.unwrap_or(server.preflight_min_size);
+            server.batch_tokens = raw.batch_tokens.unwrap_or(server.batch_tokens);
             servers.push(server);
         }
 

@@ -25,6 +25,50 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// Batch tokens: one signature for several blobs, used by every server of
+/// the client. A real server and a strict one take it for each blob it
+/// names; one that takes each token once refuses its second use, gets that
+/// upload again with a token of its own, and one per request after that.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_tokens_are_shared_and_a_refusal_falls_back() {
+    use support::fault_server::AuthMode;
+    let key = TestKey::new();
+    let real = BlossomServer::start(&key.pubkey_hex);
+    let strict = FaultServer::start().await;
+    strict.set_auth(AuthMode::Strict);
+    let single_use = FaultServer::start().await;
+    single_use.set_auth(AuthMode::SingleUse);
+    let servers = vec![url(&real.url), url(&strict.url), url(&single_use.url)];
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), servers.clone());
+
+    let blobs: Vec<Vec<u8>> = (0..5).map(|i| format!("batch blob {i}\n").into_bytes()).collect();
+    let hashes: Vec<(Sha256, u64)> =
+        blobs.iter().map(|b| (Sha256::digest(b), b.len() as u64)).collect();
+    assert_eq!(client.prepare_upload_tokens(&hashes).await.unwrap(), 1, "one signature");
+    for bytes in &blobs {
+        let source = UploadSource::Bytes { bytes: bytes.clone().into(), mime: None };
+        for (server, result) in client.upload_to_all(&source).await {
+            result.unwrap_or_else(|e| panic!("{server}: {e}"));
+        }
+    }
+    for (hash, _) in &hashes {
+        assert!(client.has(&servers[0], hash).await.unwrap());
+        assert!(strict.blob(&hash.to_hex()).is_some());
+        assert!(single_use.blob(&hash.to_hex()).is_some());
+    }
+    let tokens = |server: &FaultServer| {
+        let seen = server.seen();
+        let uploads: Vec<_> = seen.iter().filter(|r| r.path == "/upload").collect();
+        let distinct: std::collections::HashSet<_> =
+            uploads.iter().filter_map(|r| r.header("authorization")).collect();
+        (uploads.len(), distinct.len())
+    };
+    assert_eq!(strict.refused_tokens(), Vec::<String>::new());
+    assert_eq!(tokens(&strict), (5, 1), "five uploads, one token");
+    assert_eq!(single_use.refused_tokens(), vec!["PUT /upload: token already used".to_owned()]);
+    assert_eq!(tokens(&single_use), (6, 5), "the refused upload once more, then its own tokens");
+}
+
 /// Upload (bytes, file, reader), has, get, list and delete against a real
 /// server; `upload_to_all` isolates a server that refuses.
 #[tokio::test(flavor = "multi_thread")]

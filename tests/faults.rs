@@ -277,3 +277,82 @@ async fn b17_a_kill_mid_body_and_after_the_servers_answer_loses_and_repeats_noth
         states.iter().find(|r| r.0 == hashes[2] && r.1 == servers[1].url.trim_end_matches('/'));
     assert_eq!(present.unwrap().3, "present");
 }
+
+/// Batch tokens (`batch_tokens = true`): a bulk push signs one upload
+/// token for many blobs (one `x` tag each) instead of one per upload, and
+/// a strict server takes it for every blob it names. A server that takes
+/// each token only once refuses its second use: that upload is sent again
+/// with a token of its own, every later one signs its own, and the next
+/// run does not offer that server a batch token again.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_tokens_cut_signatures_and_a_server_refusing_them_is_remembered() {
+    use support::fault_server::AuthMode;
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let write_blobs = |dir: &str, count: usize| {
+        let dir = work.path().join(dir);
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..count {
+            std::fs::write(dir.join(format!("{i}.txt")), format!("{dir:?} blob {i}\n")).unwrap();
+        }
+        dir
+    };
+    let strict = FaultServer::start().await;
+    strict.set_auth(AuthMode::Strict);
+    let single_use = FaultServer::start().await;
+    single_use.set_auth(AuthMode::SingleUse);
+    let config = work.path().join("batch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[defaults]\nrate = 500.0\nburst = 100\nmax_in_flight = 8\nbatch_tokens = true\n\n\
+             [[servers]]\nurl = \"{}\"\n\n[[servers]]\nurl = \"{}\"\n\n{FAST_TIMEOUTS}",
+            strict.url, single_use.url
+        ),
+    )
+    .unwrap();
+    let db = work.path().join("a.db");
+    let push = |dir: &std::path::Path| {
+        let mut command = cli(Some(&key));
+        command.arg("--config").arg(&config).arg("--db").arg(&db);
+        command.args(["push", "-r", "--strategy", "upload"]).arg(dir);
+        command
+    };
+    let tokens = |server: &FaultServer| {
+        let seen = server.seen();
+        let uploads: Vec<_> =
+            seen.iter().filter(|r| r.method == "PUT" && r.path == "/upload").collect();
+        let distinct: std::collections::HashSet<_> =
+            uploads.iter().filter_map(|r| r.header("authorization")).collect();
+        (uploads.len(), distinct.len())
+    };
+
+    let output = run_async(push(&write_blobs("first", 64))).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let states = replica_states(&db);
+    assert_eq!(states.iter().filter(|r| r.2 == "stored").count(), 128, "{states:?}");
+
+    assert_eq!(strict.refused_tokens(), Vec::<String>::new());
+    let (uploads, distinct) = tokens(&strict);
+    assert_eq!(uploads, 64, "each blob sent once");
+    assert!(distinct <= 8, "{distinct} tokens signed for 64 uploads");
+
+    let refused = single_use.refused_tokens();
+    assert!(!refused.is_empty(), "the single-use server saw a token twice");
+    assert!(refused.iter().all(|r| r.ends_with("token already used")), "{refused:?}");
+    assert!(refused.len() <= 8, "only uploads already under way repeat: {refused:?}");
+    let (uploads, _) = tokens(&single_use);
+    assert_eq!(uploads, 64 + refused.len(), "one more upload per refused token");
+
+    // The next run remembers: one token per upload, none refused.
+    let before = tokens(&single_use);
+    let output = run_async(push(&write_blobs("second", 16))).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(single_use.refused_tokens().len(), refused.len(), "no batch token offered");
+    let after = tokens(&single_use);
+    assert_eq!(after.0 - before.0, 16);
+    assert_eq!(after.1 - before.1, 16, "a token of its own per upload");
+    let (uploads, distinct) = tokens(&strict);
+    assert_eq!(uploads, 80);
+    assert!(distinct <= 12, "{distinct} tokens for 80 uploads");
+}

@@ -157,7 +157,7 @@ proptest! {
                 prop_oneof![Just("[defaults]"), Just("[retry]"), Just("[timeouts]"), Just("[queue]"), Just("[replication]"), Just("[[servers]]"), Just("")],
                 prop_oneof![
                     Just("url"), Just("rate"), Just("burst"), Just("max_in_flight"), Just("token_encoding"),
-                    Just("preflight_min_size"), Just("max_attempts"), Just("min_delay"), Just("max_delay"),
+                    Just("preflight_min_size"), Just("batch_tokens"), Just("max_attempts"), Just("min_delay"), Just("max_delay"),
                     Just("circuit_failures"), Just("circuit_cooldown"), Just("stall"), Just("lease"),
                     Just("strategy"), Just("min_copies"), Just("database"), Just("bogus"),
                 ],

@@ -3,9 +3,10 @@
 //! bytes sent are hashed on the way out, so a file that changed after it was
 //! hashed is caught before its last byte leaves.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
@@ -25,6 +26,12 @@ const CHUNK: usize = 64 * 1024;
 const MAX_DESCRIPTOR: usize = 64 * 1024;
 /// How much of an error body we keep for the reason shown to people.
 const MAX_ERROR_BODY: usize = 4 * 1024;
+/// Most `x` tags in one batch token: about 100 bytes of header each, so 32
+/// keep the `Authorization` header near 4 KiB, under the 8 KiB that common
+/// proxies allow.
+pub const MAX_BATCH_HASHES: usize = 32;
+/// A prepared token is used only with at least this much validity left.
+const MIN_TOKEN_VALIDITY: Duration = Duration::from_secs(60);
 
 /// Timeouts for one server's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +102,49 @@ pub struct ServerClient {
     http: reqwest::Client,
     signer: Arc<dyn Signer>,
     timeouts: Timeouts,
+    /// Batch tokens signed ahead, shared by the clones.
+    prepared: Arc<Mutex<Prepared>>,
+}
+
+/// An upload token signed for several blobs at once: one signature whose
+/// `x` tags name them all (BUD-11). It has no `server` tag, so one token
+/// serves every server that accepts it.
+#[derive(Clone)]
+pub struct BatchToken {
+    event: Arc<nostr::prelude::Event>,
+    hashes: Vec<Sha256>,
+    expires: SystemTime,
+}
+
+impl std::fmt::Debug for BatchToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchToken")
+            .field("blobs", &self.hashes.len())
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchToken {
+    /// The blobs it covers.
+    pub fn hashes(&self) -> &[Sha256] {
+        &self.hashes
+    }
+}
+
+/// Batch tokens held for the next upload or mirror of each blob they name
+/// to one server; each blob's entry is taken by its first use.
+#[derive(Debug, Default)]
+struct Prepared {
+    tokens: HashMap<Sha256, BatchToken>,
+    /// The server refused a batch token: none are kept for it again.
+    refused: bool,
+}
+
+/// The token a request carries, and whether it is a shared batch token.
+struct Token {
+    header: String,
+    batch: bool,
 }
 
 impl std::fmt::Debug for ServerClient {
@@ -119,7 +169,134 @@ impl ServerClient {
             .connect_timeout(timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { server, http, signer, timeouts })
+        Ok(Self { server, http, signer, timeouts, prepared: Arc::default() })
+    }
+
+    /// Signs upload tokens for `blobs` (hash and size): one token per
+    /// [`MAX_BATCH_HASHES`] blobs, with an `x` tag for each, valid long
+    /// enough for the largest to be sent. Nothing is kept: hand them to
+    /// [`Self::add_batch_tokens`] of every server they are for.
+    ///
+    /// # Errors
+    ///
+    /// When the signer fails.
+    pub async fn sign_batch_tokens(
+        &self,
+        blobs: &[(Sha256, u64)],
+    ) -> Result<Vec<BatchToken>, Error> {
+        let mut tokens = Vec::new();
+        for batch in blobs.chunks(MAX_BATCH_HASHES) {
+            let largest = batch.iter().map(|(_, size)| *size).max().unwrap_or_default();
+            let lifetime = self.timeouts.transfer(largest) + MIN_TOKEN_VALIDITY * 2;
+            let hashes: Vec<Sha256> = batch.iter().map(|(hash, _)| *hash).collect();
+            let request =
+                TokenRequest { verb: Verb::Upload, hashes: hashes.clone(), server: None, lifetime };
+            let template =
+                request.template(SystemTime::now()).map_err(|e| Error::Sign(e.to_string()))?;
+            let event = self.signer.sign(template).await.map_err(|e| Error::Sign(e.to_string()))?;
+            let expires = SystemTime::now() + lifetime;
+            tokens.push(BatchToken { event: Arc::new(event), hashes, expires });
+        }
+        Ok(tokens)
+    }
+
+    /// Keeps `tokens` for the next upload or mirror of each blob they name
+    /// to this server, unless the server refuses batch tokens. A blob's
+    /// entry is used once; a server that refuses it (some accept one blob
+    /// per token, or each token once) gets a token of its own per request
+    /// from then on, see [`Self::batch_tokens_refused`].
+    pub fn add_batch_tokens(&self, tokens: &[BatchToken]) {
+        let mut prepared = self.prepared.lock().expect("token cache poisoned");
+        if prepared.refused {
+            return;
+        }
+        let now = SystemTime::now();
+        prepared.tokens.retain(|_, token| token.expires > now + MIN_TOKEN_VALIDITY);
+        for token in tokens {
+            for hash in &token.hashes {
+                prepared.tokens.insert(*hash, token.clone());
+            }
+        }
+    }
+
+    /// [`Self::sign_batch_tokens`] and [`Self::add_batch_tokens`] for this
+    /// server: the next uploads of `blobs` share a signature per
+    /// [`MAX_BATCH_HASHES`] blobs. Signs nothing for fewer than two blobs
+    /// or when the server refuses batch tokens. Returns how many tokens
+    /// were signed.
+    ///
+    /// # Errors
+    ///
+    /// When the signer fails.
+    pub async fn prepare_upload_tokens(&self, blobs: &[(Sha256, u64)]) -> Result<usize, Error> {
+        if blobs.len() < 2 || self.batch_tokens_refused() {
+            return Ok(0);
+        }
+        let tokens = self.sign_batch_tokens(blobs).await?;
+        self.add_batch_tokens(&tokens);
+        Ok(tokens.len())
+    }
+
+    /// The server refused a batch token (401 or 403) in this process, or
+    /// [`Self::refuse_batch_tokens`] said it would: every request signs a
+    /// token of its own.
+    pub fn batch_tokens_refused(&self) -> bool {
+        self.prepared.lock().expect("token cache poisoned").refused
+    }
+
+    /// Stops using batch tokens with this server (it refused one in an
+    /// earlier run).
+    pub fn refuse_batch_tokens(&self) {
+        let mut prepared = self.prepared.lock().expect("token cache poisoned");
+        prepared.refused = true;
+        prepared.tokens.clear();
+    }
+
+    /// Whether a batch token waits for the next upload of `hash`.
+    pub fn has_batch_token(&self, hash: &Sha256) -> bool {
+        let prepared = self.prepared.lock().expect("token cache poisoned");
+        let now = SystemTime::now();
+        prepared.tokens.get(hash).is_some_and(|token| token.expires > now + MIN_TOKEN_VALIDITY)
+    }
+
+    /// The batch token for `hash` in `encoding`, if one with at least a
+    /// minute left waits; taken, so each is used once per blob.
+    fn take_prepared(&self, hash: &Sha256, encoding: TokenEncoding) -> Option<String> {
+        let mut prepared = self.prepared.lock().expect("token cache poisoned");
+        let token = prepared.tokens.remove(hash)?;
+        let usable = token.expires > SystemTime::now() + MIN_TOKEN_VALIDITY;
+        usable.then(|| auth::header_value(&token.event, encoding))
+    }
+
+    /// An upload (or mirror) token for `blob`: the prepared batch token
+    /// when there is one, else one of its own.
+    async fn upload_token(
+        &self,
+        blob: &LocalBlob,
+        encoding: TokenEncoding,
+    ) -> Result<Token, Error> {
+        if let Some(header) = self.take_prepared(&blob.sha256, encoding) {
+            return Ok(Token { header, batch: true });
+        }
+        let lifetime = self.timeouts.transfer(blob.size) + MIN_TOKEN_VALIDITY;
+        let header = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
+        Ok(Token { header, batch: false })
+    }
+
+    /// Notes a refusal of a batch token: the caller signs one of its own
+    /// and tries again, and so does every later request.
+    fn check_batch_refusal(&self, token: &Token, status: StatusCode) {
+        if token.batch
+            && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            && !self.batch_tokens_refused()
+        {
+            tracing::info!(
+                server = %self.server,
+                status = status.as_u16(),
+                "server refuses tokens that cover several blobs; one token per request from now on"
+            );
+            self.refuse_batch_tokens();
+        }
     }
 
     /// The server this client talks to.
@@ -450,13 +627,12 @@ impl ServerClient {
         encoding: TokenEncoding,
     ) -> Result<UploadReceipt, Error> {
         let url = self.server.endpoint("upload");
-        let lifetime = self.timeouts.transfer(blob.size) + Duration::from_secs(60);
-        let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
+        let token = self.upload_token(blob, encoding).await?;
         let progress = Arc::new(SendProgress::default());
         let request = self
             .http
             .put(url.clone())
-            .header(AUTHORIZATION, token)
+            .header(AUTHORIZATION, &token.header)
             .header(CONTENT_TYPE, &blob.mime)
             .header(CONTENT_LENGTH, blob.size)
             .header("X-SHA-256", blob.sha256.to_hex())
@@ -470,6 +646,7 @@ impl ServerClient {
         };
         let status = response.status();
         if !status.is_success() {
+            self.check_batch_refusal(&token, status);
             return Err(status_error(Endpoint::Upload, url.as_str(), response).await);
         }
         let descriptor =
@@ -492,14 +669,13 @@ impl ServerClient {
         encoding: TokenEncoding,
     ) -> Result<UploadReceipt, Error> {
         let url = self.server.endpoint("mirror");
-        let lifetime = self.timeouts.transfer(blob.size) + Duration::from_secs(60);
-        let token = self.token(Verb::Upload, blob.sha256, lifetime, encoding).await?;
+        let token = self.upload_token(blob, encoding).await?;
         let body = serde_json::json!({ "url": source }).to_string();
         let response = self
             .http
             .put(url.clone())
             .timeout(self.timeouts.transfer(blob.size))
-            .header(AUTHORIZATION, token)
+            .header(AUTHORIZATION, &token.header)
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -507,6 +683,7 @@ impl ServerClient {
             .map_err(|e| Error::transport(Endpoint::Mirror, url.as_str(), e))?;
         let status = response.status();
         if !status.is_success() {
+            self.check_batch_refusal(&token, status);
             return Err(status_error(Endpoint::Mirror, url.as_str(), response).await);
         }
         let descriptor =

@@ -11,7 +11,9 @@ mod error;
 mod server_url;
 
 pub use auth::{KeyError, KeySigner, SignError, SignFuture, Signer, TokenEncoding, Verb};
-pub use client::{Chunks, Download, Presence, ServerClient, Timeouts, UploadReceipt};
+pub use client::{
+    BatchToken, Chunks, Download, MAX_BATCH_HASHES, Presence, ServerClient, Timeouts, UploadReceipt,
+};
 pub use descriptor::{BlobDescriptor, Mismatch};
 pub use error::{Endpoint, Error, ErrorClass};
 pub use server_url::{ServerUrl, ServerUrlError, dedup_servers};

@@ -23,9 +23,10 @@ use tracing::Instrument as _;
 use super::circuit::{Allowance, Circuit};
 use super::coordinator::CoordinatorHandle;
 use super::event::{Event, StoreMethod};
-use crate::blob::LocalBlob;
+use crate::blob::{LocalBlob, Sha256};
 use crate::blossom::{
-    self, Endpoint, ErrorClass, Presence, ServerClient, TokenEncoding, UploadReceipt,
+    self, Endpoint, ErrorClass, MAX_BATCH_HASHES, Presence, ServerClient, TokenEncoding,
+    UploadReceipt,
 };
 use crate::config::{RetryPolicy, ServerConfig};
 use crate::store::{ClaimedJob, JobOutcome, ServerTraits, Store, Strategy};
@@ -62,6 +63,9 @@ impl WorkerHandle {
     pub(crate) fn spawn(parts: WorkerParts, tracker: &TaskTracker) -> Self {
         let traits = parts.traits;
         let retry = parts.retry;
+        if traits.batch_tokens_refused {
+            parts.client.refuse_batch_tokens();
+        }
         let shared = Arc::new(Shared {
             encoding: Mutex::new(traits.token_encoding.unwrap_or(parts.config.token_encoding)),
             encoding_confirmed: AtomicBool::new(traits.token_encoding.is_some()),
@@ -70,6 +74,7 @@ impl WorkerHandle {
             preflight_unsupported: AtomicBool::new(traits.preflight_unsupported),
             refused_size: AtomicU64::new(traits.refused_size.unwrap_or(u64::MAX)),
             largest_accepted: AtomicU64::new(0),
+            batch_refusal_saved: AtomicBool::new(traits.batch_tokens_refused),
             circuit: Circuit::new(retry.circuit_failures, retry.circuit_cooldown, retry.max_delay),
             events: parts.events,
             limiter: rate_limiter(&parts.config),
@@ -129,6 +134,8 @@ struct Shared {
     refused_size: AtomicU64,
     /// The largest body it took in this run.
     largest_accepted: AtomicU64,
+    /// Its refusal of batch tokens is in the store.
+    batch_refusal_saved: AtomicBool,
     circuit: Circuit,
     events: broadcast::Sender<Event>,
     stop: CancellationToken,
@@ -195,6 +202,7 @@ impl WorkerActor {
         if probe && jobs.is_empty() {
             shared.circuit.probe_inconclusive();
         }
+        shared.prepare_tokens(&jobs).await;
         if jobs.len() == free && !probe {
             self.start_all(jobs, false);
             return Duration::ZERO;
@@ -229,6 +237,35 @@ impl WorkerActor {
 }
 
 impl Shared {
+    /// With `batch_tokens`: when a claimed job has no token signed ahead,
+    /// signs one upload token for it, the other claimed jobs without one,
+    /// and the jobs due next, up to [`MAX_BATCH_HASHES`] blobs. Each job's
+    /// upload or mirror takes it instead of signing its own, so a bulk run
+    /// signs once per batch, however few jobs each claim returns.
+    async fn prepare_tokens(&self, jobs: &[ClaimedJob]) {
+        if !self.config.batch_tokens || self.client.batch_tokens_refused() {
+            return;
+        }
+        let mut blobs: Vec<(Sha256, u64)> = jobs
+            .iter()
+            .filter(|job| !self.client.has_batch_token(&job.blob.sha256))
+            .map(|job| (job.blob.sha256, job.blob.size))
+            .collect();
+        if blobs.is_empty() {
+            return;
+        }
+        let room = u32::try_from(MAX_BATCH_HASHES.saturating_sub(blobs.len())).unwrap_or(0);
+        match self.store.upcoming(&self.config.url, room).await {
+            Ok(next) => blobs
+                .extend(next.into_iter().filter(|(hash, _)| !self.client.has_batch_token(hash))),
+            Err(e) => tracing::debug!(error = %e, "cannot read the jobs due next"),
+        }
+        match self.client.prepare_upload_tokens(&blobs).await {
+            Ok(tokens) => tracing::debug!(tokens, blobs = blobs.len(), "signed batch tokens"),
+            Err(e) => tracing::warn!(error = %e, "cannot sign a batch token; signing per request"),
+        }
+    }
+
     async fn process(self: Arc<Self>, job: ClaimedJob, _permit: OwnedSemaphorePermit, probe: bool) {
         let span = tracing::debug_span!("job", blob = %job.blob.sha256, job = job.id, attempt = job.attempt);
         async move {
@@ -585,7 +622,9 @@ impl Shared {
         let plan = if confirmed { [first, first.other()] } else { [first.other(), first] };
         let mut encoding = first;
         let mut retries = 0;
+        let mut batch_retried = false;
         loop {
+            let batch_refused_before = self.client.batch_tokens_refused();
             let error = match call(encoding).await {
                 Ok(value) => {
                     if encoding != first || !confirmed {
@@ -595,6 +634,14 @@ impl Shared {
                 }
                 Err(error) => error,
             };
+            if !batch_retried && !batch_refused_before && self.client.batch_tokens_refused() {
+                // The server refused a token shared by several blobs: this
+                // request signs one of its own, and so do all later ones.
+                batch_retried = true;
+                self.save_batch_refusal().await;
+                self.limiter.until_ready().await;
+                continue;
+            }
             let next = match error.status() {
                 Some(401) if retries < plan.len() => plan[retries],
                 Some(400 | 403) if !confirmed && retries == 0 => first.other(),
@@ -695,6 +742,15 @@ impl Shared {
 
     /// Records the encoding a server accepted (in memory and in the
     /// database), the first time and whenever it changes.
+    async fn save_batch_refusal(&self) {
+        if self.batch_refusal_saved.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.store.set_batch_tokens_refused(&self.config.url).await {
+            tracing::warn!(error = %e, "cannot remember that the server refuses batch tokens");
+        }
+    }
+
     async fn learn(&self, encoding: TokenEncoding) {
         let previous = std::mem::replace(
             &mut *self.encoding.lock().unwrap_or_else(|e| e.into_inner()),

@@ -426,6 +426,41 @@ impl Store {
         tx.commit().await.map_err(|e| self.sql(e))
     }
 
+    /// The blobs of the next `limit` jobs `server`'s worker will claim
+    /// (due now, in claim order), with their sizes, without claiming them:
+    /// what a batch token is signed for ahead of the claims.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn upcoming(
+        &self,
+        server: &ServerUrl,
+        limit: u32,
+    ) -> Result<Vec<(Sha256, u64)>, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT j.sha256, b.size
+             FROM (SELECT id, sha256, run_at FROM jobs
+                   WHERE server = ?1 AND state = 'queued' AND run_at <= ?2 AND kind IN ('upload', 'replace')
+                   ORDER BY run_at, id LIMIT ?3) j
+             JOIN blobs b ON b.sha256 = j.sha256
+             ORDER BY j.run_at, j.id",
+        )
+        .bind(server.as_str())
+        .bind(to_millis(SystemTime::now()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(hash, size)| {
+                let sha256 =
+                    hash.parse().map_err(|_| self.corrupt(format!("job hash {hash:?}")))?;
+                Ok((sha256, size as u64))
+            })
+            .collect()
+    }
+
     /// When the next job of `server` becomes claimable: the earliest
     /// `run_at` of a queued job or lease end of a leased one.
     ///

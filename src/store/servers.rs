@@ -21,6 +21,8 @@ pub struct ServerTraits {
     pub preflight_unsupported: bool,
     /// The smallest body it refused as too large.
     pub refused_size: Option<u64>,
+    /// It refused an upload token that covers several blobs.
+    pub batch_tokens_refused: bool,
 }
 
 impl Store {
@@ -31,7 +33,8 @@ impl Store {
     /// Database failures.
     pub async fn server_traits(&self, server: &ServerUrl) -> Result<ServerTraits, Error> {
         let row = sqlx::query(
-            "SELECT token_encoding, mirror_unsupported, preflight_unsupported, refused_size
+            "SELECT token_encoding, mirror_unsupported, preflight_unsupported, refused_size,
+                    batch_tokens_refused
              FROM servers WHERE url = ?",
         )
         .bind(server.as_str())
@@ -46,6 +49,7 @@ impl Store {
             mirror_unsupported: row.get::<i64, _>("mirror_unsupported") != 0,
             preflight_unsupported: row.get::<i64, _>("preflight_unsupported") != 0,
             refused_size: row.get::<Option<i64>, _>("refused_size").map(|s| s as u64),
+            batch_tokens_refused: row.get::<i64, _>("batch_tokens_refused") != 0,
         }))
     }
 
@@ -88,6 +92,21 @@ impl Store {
         self.learn(
             server,
             "UPDATE servers SET preflight_unsupported = 1 WHERE url = ?1",
+            Value::None,
+        )
+        .await
+    }
+
+    /// Remembers that a server refused an upload token covering several
+    /// blobs, so later runs sign one per request.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn set_batch_tokens_refused(&self, server: &ServerUrl) -> Result<(), Error> {
+        self.learn(
+            server,
+            "UPDATE servers SET batch_tokens_refused = 1 WHERE url = ?1",
             Value::None,
         )
         .await
@@ -166,9 +185,12 @@ mod tests {
                 mirror_unsupported: false,
                 preflight_unsupported: true,
                 refused_size: Some(3_000_000),
+                batch_tokens_refused: false,
             }
         );
         store.set_mirror_unsupported(&server).await.unwrap();
-        assert!(store.server_traits(&server).await.unwrap().mirror_unsupported);
+        store.set_batch_tokens_refused(&server).await.unwrap();
+        let traits = store.server_traits(&server).await.unwrap();
+        assert!(traits.mirror_unsupported && traits.batch_tokens_refused);
     }
 }

@@ -86,6 +86,10 @@ pub enum AuthMode {
     /// passed, the `t` of the request, the blob's hash in an `x` tag, and a
     /// `server` tag on deletes.
     Strict,
+    /// `Strict`, and each token accepted once (as blossom-server 0.6.0
+    /// does): a token shared by several requests is refused from its
+    /// second use on.
+    SingleUse,
 }
 
 /// Which requests a rule applies to, beyond method and path.
@@ -150,6 +154,8 @@ struct State {
     max_size: Option<usize>,
     /// Token refusals under `AuthMode::Strict`, with why.
     refused_tokens: Vec<String>,
+    /// Ids of the tokens accepted, under `AuthMode::SingleUse`.
+    used_tokens: std::collections::HashSet<String>,
     /// Report events received on `PUT /report`, as JSON.
     reports: Vec<serde_json::Value>,
 }
@@ -453,7 +459,8 @@ async fn handle(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
         ("DELETE", _) => Some("delete"),
         _ => None,
     };
-    let refusal = token_check.and_then(|verb| check_token(auth, &request, verb));
+    let refusal = token_check
+        .and_then(|verb| check_token(auth, &request, verb, &mut state.lock().unwrap().used_tokens));
     if let Some(why) = &refusal {
         state
             .lock()
@@ -579,7 +586,12 @@ async fn write_response_head(
 
 /// Checks the token the way a strict server of the given kind would;
 /// `Some(why)` when it is refused.
-fn check_token(mode: AuthMode, request: &Request, verb: &str) -> Option<String> {
+fn check_token(
+    mode: AuthMode,
+    request: &Request,
+    verb: &str,
+    used: &mut std::collections::HashSet<String>,
+) -> Option<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     let token = request.headers.get("authorization").and_then(|h| h.strip_prefix("Nostr "));
@@ -588,7 +600,9 @@ fn check_token(mode: AuthMode, request: &Request, verb: &str) -> Option<String> 
         (_, None) => return Some("no token".into()),
         (AuthMode::StandardOnly, Some(t)) => STANDARD.decode(t),
         (AuthMode::UrlSafeOnly, Some(t)) => URL_SAFE_NO_PAD.decode(t),
-        (AuthMode::Strict, Some(t)) => URL_SAFE_NO_PAD.decode(t).or_else(|_| STANDARD.decode(t)),
+        (AuthMode::Strict | AuthMode::SingleUse, Some(t)) => {
+            URL_SAFE_NO_PAD.decode(t).or_else(|_| STANDARD.decode(t))
+        }
     };
     let Some(json) = decoded.ok() else { return Some("bad token encoding".into()) };
     let Ok(event) = serde_json::from_slice::<serde_json::Value>(&json) else {
@@ -597,7 +611,7 @@ fn check_token(mode: AuthMode, request: &Request, verb: &str) -> Option<String> 
     if event["kind"] != 24242 {
         return Some("not a kind 24242 event".into());
     }
-    if mode != AuthMode::Strict {
+    if !matches!(mode, AuthMode::Strict | AuthMode::SingleUse) {
         return None;
     }
     let Ok(signed) = serde_json::from_slice::<nostr::prelude::Event>(&json) else {
@@ -634,6 +648,9 @@ fn check_token(mode: AuthMode, request: &Request, verb: &str) -> Option<String> 
     }
     if verb == "delete" && tag("server").next().is_none() {
         return Some("delete token not scoped with a server tag".into());
+    }
+    if mode == AuthMode::SingleUse && !used.insert(signed.id.to_hex()) {
+        return Some("token already used".into());
     }
     None
 }
