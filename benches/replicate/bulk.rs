@@ -10,7 +10,7 @@ use crate::Bench;
 use crate::ours::{self, Limits};
 use crate::proxy::Shaping;
 use crate::report::{Row, Verdict, ratio};
-use crate::rivals::{PyBlobs, PyClient};
+use crate::rivals::{PyClient, Rival, RivalBlobs, SdkApi};
 use crate::servers::Cluster;
 
 const BLOB_SIZE: usize = 4096;
@@ -18,7 +18,8 @@ const SERVERS: usize = 3;
 
 pub(crate) async fn run(bench: &mut Bench) {
     let count = bench.size(10_000, 1_000);
-    // python-blossom is slower by far; fewer blobs measure its rate as well.
+    // python-blossom and blossom-client-sdk are slower by far; fewer blobs
+    // measure their rates as well.
     let py_count = bench.size(2_000, 300);
     let dir = bench.work.path().join("bulk-input");
     let paths = crate::data::write_files(&dir, count, BLOB_SIZE);
@@ -68,14 +69,35 @@ pub(crate) async fn run(bench: &mut Bench) {
 
     let mut py_best = (0.0, 0);
     for concurrency in [16, 64] {
-        let per_s = python(bench, PyClient::Async, py_count, concurrency).await;
+        let per_s = rival_rate(bench, Rival::Python(PyClient::Async), py_count, concurrency).await;
         println!("    python-blossom async ({concurrency} blobs in flight): {per_s:.0} replicas/s");
         if per_s > py_best.0 {
             py_best = (per_s, concurrency);
         }
     }
-    let py_sync = python(bench, PyClient::Sync, py_count / 2, 1).await;
+    let py_sync = rival_rate(bench, Rival::Python(PyClient::Sync), py_count / 2, 1).await;
     println!("    python-blossom sync: {py_sync:.0} replicas/s");
+
+    // Per API, its best rate and the blobs in flight it took.
+    let mut sdk_best = Vec::new();
+    if bench.rivals.node.is_some() {
+        for api in SdkApi::ALL {
+            let mut best = (0.0, 0);
+            for concurrency in [8, 16, 32] {
+                let per_s = rival_rate(bench, Rival::Sdk(api), py_count, concurrency).await;
+                println!(
+                    "    {} ({concurrency} blobs in flight): {per_s:.0} replicas/s",
+                    api.name()
+                );
+                if per_s > best.0 {
+                    best = (per_s, concurrency);
+                }
+            }
+            sdk_best.push((api, best));
+        }
+    } else {
+        println!("    blossom-client-sdk: skipped (no node)");
+    }
 
     let cluster = fresh(bench).await;
     let cli = ours::cli_push(
@@ -108,6 +130,22 @@ pub(crate) async fn run(bench: &mut Bench) {
             py_best.0, py_best.1
         ),
     });
+    if let Some((_, sdk_top)) = sdk_best.iter().max_by(|a, b| a.1.0.total_cmp(&b.1.0)) {
+        let each: Vec<String> = sdk_best
+            .iter()
+            .map(|(api, (per_s, concurrency))| {
+                format!("{} {per_s:.0}/s at {concurrency} blobs in flight", api.name())
+            })
+            .collect();
+        bench.report.add(Row {
+            scenario: "bulk",
+            figure: "ours / blossom-client-sdk (best API and concurrency)".to_owned(),
+            value: ratio(ours_best.0, sdk_top.0),
+            goal: "",
+            verdict: Verdict::Info,
+            detail: format!("{} ({py_count} blobs)", each.join(", ")),
+        });
+    }
     bench.report.add(Row {
         scenario: "bulk",
         figure: "ours / raw HTTP lower bound".to_owned(),
@@ -137,11 +175,12 @@ async fn fresh(bench: &Bench) -> Cluster {
     Cluster::start(&bench.server_bin, &bench.pubkey_hex, SERVERS, Shaping::default()).await
 }
 
-/// python-blossom's replicas per second over `count` new blobs.
-async fn python(bench: &Bench, client: PyClient, count: usize, concurrency: usize) -> f64 {
+/// A rival's replicas per second over `count` new blobs.
+async fn rival_rate(bench: &Bench, rival: Rival, count: usize, concurrency: usize) -> f64 {
     let cluster = fresh(bench).await;
-    let blobs = PyBlobs::Generated { count, size: BLOB_SIZE };
-    let run = bench.python.upload(client, &cluster.direct_urls(), &blobs, concurrency, 1).await;
-    assert_eq!((run.ok, run.errors), ((count * SERVERS) as u64, 0), "python-blossom stored all");
+    let blobs = RivalBlobs::Generated { count, size: BLOB_SIZE };
+    let run = bench.rivals.upload(rival, &cluster.direct_urls(), &blobs, concurrency, 1).await;
+    let name = rival.name();
+    assert_eq!((run.ok, run.errors), ((count * SERVERS) as u64, 0), "{name} stored all");
     (count * SERVERS) as f64 / run.best().as_secs_f64()
 }

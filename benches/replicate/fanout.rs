@@ -9,7 +9,7 @@ use blossom_replicator::store::Strategy;
 use crate::ours::{self, Limits};
 use crate::proxy::Shaping;
 use crate::report::{Row, Verdict, ratio, secs};
-use crate::rivals::{PyBlobs, PyClient};
+use crate::rivals::{Rival, RivalBlobs, RivalRun};
 use crate::servers::Cluster;
 use crate::{Bench, median};
 
@@ -40,11 +40,11 @@ pub(crate) async fn run(bench: &mut Bench) {
             });
         }
 
-        for client in [PyClient::Sync, PyClient::Async] {
-            let (all, slowest) = python(bench, &urls, client).await;
+        for rival in bench.rivals.available() {
+            let (all, slowest) = rival_times(bench, &urls, rival).await;
             bench.report.add(Row {
                 scenario: "fan-out",
-                figure: format!("{}: N={servers} / slowest single", client.name()),
+                figure: format!("{}: N={servers} / slowest single", rival.name()),
                 value: ratio(all.as_secs_f64(), slowest.as_secs_f64()),
                 goal: "",
                 verdict: Verdict::Info,
@@ -70,20 +70,19 @@ async fn ours_once(bench: &Bench, urls: &[String], strategy: Strategy) -> Durati
     median(times)
 }
 
-/// python-blossom's median time to all of `urls`, and to the slowest
-/// alone.
-async fn python(bench: &Bench, urls: &[String], client: PyClient) -> (Duration, Duration) {
+/// A rival's median time to all of `urls`, and to the slowest alone.
+async fn rival_times(bench: &Bench, urls: &[String], rival: Rival) -> (Duration, Duration) {
     let repeats = bench.size(3, 1);
-    let blobs = PyBlobs::Generated { count: 1, size: BLOB_SIZE };
-    let timed = |run: crate::rivals::PyRun| {
-        assert_eq!(run.errors, 0, "python-blossom stored every replica");
+    let blobs = RivalBlobs::Generated { count: 1, size: BLOB_SIZE };
+    let timed = |run: RivalRun| {
+        assert_eq!(run.errors, 0, "{} stored every replica", rival.name());
         median(run.times.iter().map(|&t| Duration::from_secs_f64(t)).collect())
     };
     let mut slowest = Duration::ZERO;
     for url in urls {
-        let run = bench.python.upload(client, std::slice::from_ref(url), &blobs, 1, repeats).await;
+        let run = bench.rivals.upload(rival, std::slice::from_ref(url), &blobs, 1, repeats).await;
         slowest = slowest.max(timed(run));
     }
-    let all = timed(bench.python.upload(client, urls, &blobs, 1, repeats).await);
+    let all = timed(bench.rivals.upload(rival, urls, &blobs, 1, repeats).await);
     (all, slowest)
 }

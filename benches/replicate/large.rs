@@ -9,7 +9,7 @@ use crate::Bench;
 use crate::ours::{self, Limits};
 use crate::proxy::Shaping;
 use crate::report::{Row, Verdict, mib, ratio, secs};
-use crate::rivals::{PyBlobs, PyClient};
+use crate::rivals::RivalBlobs;
 use crate::servers::Cluster;
 
 const SERVERS: usize = 3;
@@ -82,14 +82,15 @@ pub(crate) async fn run(bench: &mut Bench) {
     });
     std::fs::remove_file(&path).expect("remove large input");
 
-    python_memory(bench).await;
+    rivals_memory(bench).await;
 }
 
-/// python-blossom reads the whole file into memory; how much it takes for
-/// a smaller file than ours, to keep the run short.
-async fn python_memory(bench: &mut Bench) {
+/// python-blossom reads the whole file into memory, and blossom-client-sdk
+/// reads it whole to hash it; how much each takes for a smaller file than
+/// ours, to keep the run short.
+async fn rivals_memory(bench: &mut Bench) {
     let size: u64 = bench.size(256 << 20, 64 << 20);
-    let dir = bench.work.path().join("python-large-input");
+    let dir = bench.work.path().join("rivals-large-input");
     std::fs::create_dir_all(&dir).expect("input dir");
     let path = crate::data::write_large_file(&dir.join("large.bin"), size);
     let sha256 = {
@@ -98,14 +99,14 @@ async fn python_memory(bench: &mut Bench) {
             .await
             .expect("task")
     };
-    for client in [PyClient::Sync, PyClient::Async] {
+    for rival in bench.rivals.available() {
         let cluster = fresh(bench, SERVERS).await;
-        let blobs = PyBlobs::File { path: path.clone(), sha256 };
-        let run = bench.python.upload(client, &cluster.direct_urls(), &blobs, 1, 1).await;
-        assert_eq!((run.ok, run.errors), (SERVERS as u64, 0), "python-blossom stored all");
+        let blobs = RivalBlobs::File { path: path.clone(), sha256 };
+        let run = bench.rivals.upload(rival, &cluster.direct_urls(), &blobs, 1, 1).await;
+        assert_eq!((run.ok, run.errors), (SERVERS as u64, 0), "{} stored all", rival.name());
         bench.report.add(Row {
             scenario: "large",
-            figure: format!("{}, peak RSS for {} to {SERVERS}", client.name(), mib(size)),
+            figure: format!("{}, peak RSS for {} to {SERVERS}", rival.name(), mib(size)),
             value: mib(run.peak_rss),
             goal: "",
             verdict: Verdict::Info,
@@ -116,7 +117,7 @@ async fn python_memory(bench: &mut Bench) {
             ),
         });
     }
-    std::fs::remove_dir_all(&dir).expect("remove python input");
+    std::fs::remove_dir_all(&dir).expect("remove rivals' input");
 }
 
 async fn fresh(bench: &Bench, servers: usize) -> Cluster {

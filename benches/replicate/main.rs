@@ -1,7 +1,8 @@
-//! Benchmarks side by side: blossom-replicator against python-blossom and a
-//! raw-HTTP lower bound, on the same real blossom-server instances, in the
-//! same run. Prints ratios, since absolute times on a shared machine are
-//! noise and ratios measured in one run are not.
+//! Benchmarks side by side: blossom-replicator against python-blossom,
+//! blossom-client-sdk and a raw-HTTP lower bound, on the same real
+//! blossom-server instances, in the same run. Prints ratios, since absolute
+//! times on a shared machine are noise and ratios measured in one run are
+//! not.
 //!
 //! Run it with `scripts/bench.sh` (which installs what it needs) or
 //! `cargo bench --bench replicate -- [--quick] [--only SCENARIO,...]`.
@@ -19,14 +20,14 @@ mod report;
 mod rivals;
 mod servers;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use blossom_replicator::KeySigner;
 
 use self::report::Report;
-use self::rivals::Python;
+use self::rivals::{Node, Python, Rivals};
 
 /// Every scenario, in the order they run.
 const SCENARIOS: [&str; 5] = ["queue", "rate", "fanout", "bulk", "large"];
@@ -37,8 +38,8 @@ pub(crate) struct Bench {
     pub(crate) quick: bool,
     /// The blossom-server binary.
     pub(crate) server_bin: PathBuf,
-    /// python-blossom in its virtualenv.
-    pub(crate) python: Python,
+    /// python-blossom, and blossom-client-sdk if node is there.
+    pub(crate) rivals: Rivals,
     /// The identity every client signs with.
     pub(crate) signer: KeySigner,
     /// Its secret key, hex, for the clients run as child processes.
@@ -88,14 +89,19 @@ fn main() -> ExitCode {
 
     let keys = nostr::prelude::Keys::generate();
     let secret_hex = keys.secret_key().to_secret_hex();
+    let work = tempfile::Builder::new().prefix("blossom-bench-").tempdir().expect("work dir");
+    let node = node(&work.path().join("node-driver"), &secret_hex);
     let mut bench = Bench {
         quick,
         server_bin: server_bin.into(),
-        python: Python { interpreter: interpreter.into(), secret_hex: secret_hex.clone() },
+        rivals: Rivals {
+            python: Python { interpreter: interpreter.into(), secret_hex: secret_hex.clone() },
+            node,
+        },
         signer: KeySigner::parse(&secret_hex).expect("generated key parses"),
         secret_hex,
         pubkey_hex: keys.public_key().to_hex(),
-        work: tempfile::Builder::new().prefix("blossom-bench-").tempdir().expect("work dir"),
+        work,
         report: Report::default(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -114,6 +120,24 @@ fn main() -> ExitCode {
     });
     println!("\n{}", bench.report.table());
     ExitCode::SUCCESS
+}
+
+/// blossom-client-sdk under node, when scripts/bench.sh found node and
+/// installed the package; its rows are left out otherwise.
+fn node(dir: &Path, secret_hex: &str) -> Option<Node> {
+    let (Some(program), Some(modules)) =
+        (std::env::var_os("BENCH_NODE"), std::env::var_os("BENCH_NODE_MODULES"))
+    else {
+        println!("blossom-client-sdk: skipped (BENCH_NODE or BENCH_NODE_MODULES is not set)");
+        return None;
+    };
+    match Node::new(program.into(), modules.as_ref(), dir, secret_hex.to_owned()) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            println!("blossom-client-sdk: skipped (cannot set up its driver: {e})");
+            None
+        }
+    }
 }
 
 /// The middle of a few measurements.
