@@ -61,7 +61,7 @@ async fn ours_once(bench: &Bench, urls: &[String], strategy: Strategy) -> Durati
         let dir = tempfile::tempdir_in(bench.work.path()).expect("input dir");
         let paths = crate::data::write_files(dir.path(), 1, BLOB_SIZE);
         let blobs = crate::data::hash_all(paths).await;
-        let limits = Limits { rate: 20.0, burst: 20, max_in_flight: 8 };
+        let limits = Limits::typical(20.0, 20);
         let run =
             ours::engine(bench.work.path(), &bench.signer, urls, blobs, strategy, limits).await;
         assert_eq!(run.stored, urls.len() as u64, "every replica stored");

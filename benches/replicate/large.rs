@@ -45,7 +45,7 @@ pub(crate) async fn run(bench: &mut Bench) {
             &cluster.urls(),
             &dir,
             strategy,
-            Limits { rate: 20.0, burst: 20, max_in_flight: 8 },
+            Limits::typical(20.0, 20),
         )
         .await;
         peak = peak.max(run.peak_rss);

@@ -22,18 +22,25 @@ pub(crate) struct Limits {
     pub(crate) burst: u32,
     /// Requests in flight at once.
     pub(crate) max_in_flight: usize,
+    /// One upload token signed per batch of blobs (`batch_tokens`).
+    pub(crate) batch_tokens: bool,
 }
 
 impl Limits {
     /// No rate limit worth the name: the servers and the CPU set the pace.
     pub(crate) fn unthrottled(max_in_flight: usize) -> Self {
-        Self { rate: 1_000_000.0, burst: 10_000, max_in_flight }
+        Self { rate: 1_000_000.0, burst: 10_000, max_in_flight, batch_tokens: false }
+    }
+
+    /// Limits of a typical configuration.
+    pub(crate) fn typical(rate: f64, burst: u32) -> Self {
+        Self { rate, burst, max_in_flight: 8, batch_tokens: false }
     }
 
     fn toml(&self) -> String {
         format!(
-            "[defaults]\nrate = {:.1}\nburst = {}\nmax_in_flight = {}\n\n",
-            self.rate, self.burst, self.max_in_flight
+            "[defaults]\nrate = {:.1}\nburst = {}\nmax_in_flight = {}\nbatch_tokens = {}\n\n",
+            self.rate, self.burst, self.max_in_flight, self.batch_tokens
         )
     }
 }
@@ -67,6 +74,7 @@ pub(crate) async fn engine(
         server.rate = limits.rate;
         server.burst = NonZeroU32::new(limits.burst).expect("burst above zero");
         server.max_in_flight = NonZeroUsize::new(limits.max_in_flight).expect("limit above zero");
+        server.batch_tokens = limits.batch_tokens;
     }
     let replicator = Replicator::start(config, Arc::new(signer.clone())).await.expect("start");
 

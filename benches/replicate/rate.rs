@@ -23,7 +23,7 @@ pub(crate) async fn run(bench: &mut Bench) {
     let blobs = crate::data::hash_all(crate::data::write_files(&dir, count, 4096)).await;
 
     // A burst of one: the limiter must space every request, from the first.
-    let limits = Limits { rate: RATE, burst: 1, max_in_flight: 8 };
+    let limits = Limits::typical(RATE, 1);
     let run = ours::engine(
         bench.work.path(),
         &bench.signer,
