@@ -329,14 +329,36 @@ impl Shared {
             self.client.delete(&blob.sha256, encoding).await?;
             tracing::info!("deleted a wrong copy; sending the blob again");
         }
+        // Holders are looked up only when they are needed: to mirror from,
+        // to know whether the blob will be uploaded here, or when the local
+        // copy is unusable.
+        let mirroring =
+            self.strategy == Strategy::Mirror && !self.mirror_unsupported.load(Ordering::Relaxed);
+        let wants_preflight = !job.replace && self.wants_preflight(blob);
+        let mut holders =
+            if mirroring && wants_preflight { Some(self.holders(blob).await) } else { None };
+        // A blob that will be uploaded here, not mirrored, is announced
+        // (`HEAD /upload`) together with the existence check: one round
+        // trip instead of two. Wasted only when the server has the blob.
+        let early_preflight = wants_preflight && holders.as_ref().is_none_or(Vec::is_empty);
+
         // Asked on every attempt, the first included: the blob may be there
         // from another run, another machine or another tool, and a HEAD is
         // cheaper than a body the server already has.
-        let presence = if job.replace {
-            Ok(Presence::Absent)
+        let (presence, preflight) = if job.replace {
+            (Ok(Presence::Absent), None)
+        } else if early_preflight {
+            self.limiter.until_ready().await;
+            self.limiter.until_ready().await;
+            let encoding = self.encoding();
+            let (presence, preflight) = tokio::join!(
+                self.client.has_blob(&blob.sha256, encoding),
+                self.client.upload_preflight(blob, encoding)
+            );
+            (presence, Some(preflight))
         } else {
             self.limiter.until_ready().await;
-            self.client.has_blob(&blob.sha256, self.encoding()).await
+            (self.client.has_blob(&blob.sha256, self.encoding()).await, None)
         };
         match presence {
             Ok(Presence::Present { size }) if size.is_none_or(|s| s == blob.size) => {
@@ -360,11 +382,9 @@ impl Shared {
             Err(e) => tracing::debug!(error = %e, "existence check refused; going on"),
         }
 
-        // Holders are looked up only when they are needed: to mirror from,
-        // or when the local copy is unusable.
-        let mirroring =
-            self.strategy == Strategy::Mirror && !self.mirror_unsupported.load(Ordering::Relaxed);
-        let mut holders = if mirroring { Some(self.holders(blob).await) } else { None };
+        if mirroring && holders.is_none() {
+            holders = Some(self.holders(blob).await);
+        }
         if let Some(found) = holders.as_deref()
             && let Some(stored) = self.mirror(blob, found).await?
         {
@@ -372,7 +392,7 @@ impl Shared {
         }
 
         self.check_size(blob)?;
-        self.preflight(blob).await?;
+        self.preflight(blob, preflight).await?;
         self.limiter.until_ready().await;
         uploading.store(true, Ordering::SeqCst);
         if !blob.path.as_os_str().is_empty() {
@@ -446,14 +466,23 @@ impl Shared {
     /// definite refusal (payment, size, type) stops the upload; a server
     /// that does not implement it, or answers it badly, is remembered and
     /// not asked again.
-    async fn preflight(&self, blob: &LocalBlob) -> Result<(), blossom::Error> {
-        if blob.size < self.config.preflight_min_size
-            || self.preflight_unsupported.load(Ordering::Relaxed)
-        {
-            return Ok(());
-        }
-        self.limiter.until_ready().await;
-        let Err(error) = self.client.upload_preflight(blob, self.encoding()).await else {
+    ///
+    /// `asked` is the answer when the preflight already went out beside the
+    /// existence check.
+    async fn preflight(
+        &self,
+        blob: &LocalBlob,
+        asked: Option<Result<(), blossom::Error>>,
+    ) -> Result<(), blossom::Error> {
+        let answer = match asked {
+            Some(answer) => answer,
+            None if !self.wants_preflight(blob) => return Ok(()),
+            None => {
+                self.limiter.until_ready().await;
+                self.client.upload_preflight(blob, self.encoding()).await
+            }
+        };
+        let Err(error) = answer else {
             return Ok(());
         };
         let unsupported = error.class() == ErrorClass::Unsupported
@@ -477,6 +506,14 @@ impl Shared {
                 Ok(())
             }
         }
+    }
+
+    /// Whether an upload of `blob` is announced first: large enough, to a
+    /// server that has the preflight and has not refused this size.
+    fn wants_preflight(&self, blob: &LocalBlob) -> bool {
+        blob.size >= self.config.preflight_min_size
+            && blob.size < self.refused_size.load(Ordering::Relaxed)
+            && !self.preflight_unsupported.load(Ordering::Relaxed)
     }
 
     /// Feeds the circuit breaker: successes close it, transient failures of
