@@ -27,6 +27,10 @@ use crate::blossom::{
 use crate::config::{Config, RetryPolicy, ServerConfig};
 use crate::engine::{rate_limiter, retry_delay};
 
+/// The most blobs [`BlossomClient::list`] reads from one server: a server
+/// that makes up new entries on every page cannot keep it paging forever.
+pub const MAX_LIST_ITEMS: usize = 1_000_000;
+
 /// What can go wrong in a client call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -48,6 +52,14 @@ pub enum ClientError {
         tried: usize,
         /// The last failure, if one was not a plain 404.
         last: Option<Box<ClientError>>,
+    },
+    /// A server's list went on past [`MAX_LIST_ITEMS`] blobs.
+    #[error("{server} lists more than {max} blobs; stopped there")]
+    ListTooLong {
+        /// The server.
+        server: ServerUrl,
+        /// The cap.
+        max: usize,
     },
     /// The servers together served bytes that do not hash to the blob.
     #[error("the bytes received for {hash} hash to {got}")]
@@ -252,6 +264,8 @@ impl BlossomClient {
     ) -> Result<(ServerUrl, u64), ClientError> {
         let mut hasher = StreamHasher::default();
         let mut last = None;
+        // The blob's length as the first server to answer gave it.
+        let mut expected = None;
         for server in servers {
             let written = hasher.len();
             let download =
@@ -266,6 +280,12 @@ impl BlossomClient {
                     continue;
                 }
             };
+            if let Some(length) = download.length
+                && *expected.get_or_insert(length) != length
+            {
+                tracing::warn!(%server, length, "server gives the blob another length; trying the next");
+                continue;
+            }
             let mut skip = written - download.offset;
             let mut body = download.response.bytes_stream();
             let mut broken = false;
@@ -538,10 +558,29 @@ impl BlossomClient {
             if page.is_empty() {
                 return Ok(all);
             }
+            // A page longer than asked for, or one short of the limit that
+            // holds the cursor item, comes from a server that ignores
+            // paging: it is the whole list (field case B12). A full page
+            // holding the cursor item honours `limit` alone, and is paged
+            // by time below.
+            let cursor = all.last().and_then(|d| d.sha256.as_deref());
+            let has_cursor = cursor.is_some() && page.iter().any(|d| d.sha256.as_deref() == cursor);
+            let whole = page.len() > limit as usize || (has_cursor && page.len() < limit as usize);
             let fresh: Vec<BlobDescriptor> = page
                 .into_iter()
                 .filter(|d| seen.insert(d.sha256.clone().unwrap_or_default()))
                 .collect();
+            if whole {
+                tracing::debug!(%server, "the server ignores list paging; its page is the whole list");
+                all.extend(fresh);
+                return Ok(all);
+            }
+            if all.len() + fresh.len() > MAX_LIST_ITEMS {
+                return Err(ClientError::ListTooLong {
+                    server: server.clone(),
+                    max: MAX_LIST_ITEMS,
+                });
+            }
             if fresh.is_empty() {
                 if cursor_works && !all.is_empty() {
                     tracing::debug!(%server, "the server ignores the list cursor; paging by time");

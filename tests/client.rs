@@ -11,7 +11,7 @@ use blossom_replicator::blossom::ErrorClass;
 use blossom_replicator::client::{BlossomClient, ListOptions, UploadSource};
 use blossom_replicator::uri::BlossomUri;
 use blossom_replicator::{ServerUrl, Sha256};
-use support::fault_server::{FaultServer, ListMode, Reply};
+use support::fault_server::{FaultServer, ListMode, RangeMode, Reply};
 use support::{BlossomServer, TestKey, cli, describe, run_async, write_random_file};
 
 fn url(text: &str) -> ServerUrl {
@@ -147,47 +147,70 @@ async fn every_call_against_real_servers() {
 }
 
 /// B23: a download that breaks off is resumed from the next server with
-/// `Range`; from a server that honours it only the rest is sent, from one
-/// that ignores it (the real server) the bytes already written are
-/// skipped. Either way the file hashes right.
+/// `Range`. From a server that honours it only the rest is sent; from one
+/// that ignores it (the real server) or refuses it (416), or that serves
+/// another range than asked, the whole blob is fetched and the bytes
+/// already written are skipped. Either way the file hashes right.
 #[tokio::test(flavor = "multi_thread")]
 async fn b23_a_broken_download_resumes_from_the_next_server() {
     let key = TestKey::new();
     let bytes = random_bytes(3 * 1024 * 1024, 4);
     let hash = Sha256::digest(&bytes);
+    let broken_at = 1024 * 1024 + 17;
     let breaking = FaultServer::start().await;
     breaking.put(&bytes);
-    breaking.rule("GET", &format!("/{hash}"), None, Reply::CutBodyAfter(1024 * 1024 + 17));
+    breaking.rule("GET", &format!("/{hash}"), None, Reply::CutBodyAfter(broken_at));
 
-    let honouring = FaultServer::start().await;
-    honouring.put(&bytes);
     let real = BlossomServer::start(&key.pubkey_hex);
     let seed = BlossomClient::new(Arc::new(key.signer.clone()), vec![url(&real.url)]);
     seed.upload(&url(&real.url), &UploadSource::Bytes { bytes: bytes.clone().into(), mime: None })
         .await
         .unwrap();
 
-    for (name, next) in [("honours Range", url(&honouring.url)), ("ignores Range", url(&real.url))]
-    {
+    let bytes = &bytes;
+    let ranged = |mode| async move {
+        let server = FaultServer::start().await;
+        server.put(bytes);
+        server.set_range_mode(mode);
+        server
+    };
+    let honours = ranged(RangeMode::Honour).await;
+    let refuses = ranged(RangeMode::Refuse).await;
+    let shifts = ranged(RangeMode::WrongOffset).await;
+    let nexts = [
+        ("honours Range", &honours.url, Some((&honours, 1))),
+        ("ignores Range", &real.url, None),
+        ("refuses Range with 416", &refuses.url, Some((&refuses, 2))),
+        ("serves another range", &shifts.url, Some((&shifts, 2))),
+    ];
+    for (name, next, fault) in nexts {
         let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
         let mut out = Vec::new();
         let (server, len) = client
-            .get_with_fallback(&hash, &[url(&breaking.url), next.clone()], &mut out)
+            .get_with_fallback(&hash, &[url(&breaking.url), url(next)], &mut out)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!((server, len), (next, bytes.len() as u64), "{name}");
+        assert_eq!((server, len), (url(next), bytes.len() as u64), "{name}");
         assert_eq!(Sha256::digest(&out), hash, "{name}");
+        if let Some((fault, gets)) = fault {
+            let asked: Vec<_> = fault.seen().into_iter().filter(|r| r.method == "GET").collect();
+            assert_eq!(asked.len(), gets, "{name}: GETs");
+            let range = format!("bytes={broken_at}-");
+            assert_eq!(asked[0].header("range"), Some(range.as_str()), "{name}: resumed");
+        }
     }
-    let ranged: Vec<_> = honouring.seen().into_iter().filter(|r| r.method == "GET").collect();
-    assert_eq!(ranged[0].header("range"), Some("bytes=1048593-"), "resumed where it broke");
 }
 
 /// B12: listing pages with `cursor` and `limit`; a server that ignores the
-/// cursor is paged with `until`; a server with listing off says so.
+/// cursor is paged with `until`; one that ignores every parameter is read
+/// in one request; a server with listing off says so; a broken body is an
+/// error at once, not a crash or a loop of retries.
 #[tokio::test(flavor = "multi_thread")]
 async fn b12_listing_survives_every_pagination_and_reports_it_disabled() {
     let key = TestKey::new();
-    for mode in [ListMode::Cursor, ListMode::IgnoresCursor] {
+    for (mode, most_pages) in
+        [(ListMode::Cursor, 6), (ListMode::IgnoresCursor, 8), (ListMode::IgnoresParams, 1)]
+    {
         let server = FaultServer::start().await;
         server.set_list_mode(mode);
         let mut stored: Vec<String> =
@@ -201,14 +224,30 @@ async fn b12_listing_survives_every_pagination_and_reports_it_disabled() {
         let listed: Vec<String> = listed.into_iter().filter_map(|d| d.sha256).collect();
         assert_eq!(listed, stored, "{mode:?}: every blob once, newest first");
         let pages = server.requests("GET", "/list/");
-        assert!(pages <= 8, "{mode:?}: {pages} pages for 23 blobs of 5");
+        assert!(pages <= most_pages, "{mode:?}: {pages} pages for 23 blobs of 5");
     }
+
+    let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
     let off = FaultServer::start().await;
     off.set_list_mode(ListMode::Disabled);
-    let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
     let err =
         client.list(&url(&off.url), &key.pubkey_hex, ListOptions::default()).await.unwrap_err();
     assert_eq!(err.blossom().unwrap().class(), ErrorClass::Unsupported);
+
+    for mode in [ListMode::Wrapped, ListMode::Html, ListMode::Truncated] {
+        let broken = FaultServer::start().await;
+        broken.set_list_mode(mode);
+        broken.put(b"one blob");
+        let started = std::time::Instant::now();
+        let err = client
+            .list(&url(&broken.url), &key.pubkey_hex, ListOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.blossom().unwrap().class(), ErrorClass::Permanent, "{mode:?}: {err}");
+        assert!(err.to_string().contains("unreadable"), "{mode:?}: {err}");
+        assert_eq!(broken.requests("GET", "/list/"), 1, "{mode:?}: asked once");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{mode:?}: no backoff");
+    }
 }
 
 /// The commands: `get` of a blossom: URI writes the verified blob, `has`

@@ -421,9 +421,27 @@ impl ServerClient {
         encoding: TokenEncoding,
     ) -> Result<Download, Error> {
         let url = self.server.blob(hash);
-        let response = self.get_range(url.as_str(), hash, u64::MAX / 2, from, encoding).await?;
-        let offset = if response.status() == StatusCode::PARTIAL_CONTENT { from } else { 0 };
-        Ok(Download { length: content_length(&response).map(|l| l + offset), offset, response })
+        let ranged = match self.get_range(url.as_str(), hash, u64::MAX / 2, from, encoding).await {
+            Err(e) if from > 0 && e.status() == Some(416) => None,
+            result => Some(result?),
+        };
+        if let Some(response) = ranged {
+            match served_range(&response) {
+                None => return Ok(Download::new(response, 0, None)),
+                // A range that starts at or before what the caller has is
+                // usable: the caller skips the overlap.
+                Some((start, total)) if start <= from => {
+                    return Ok(Download::new(response, start, total));
+                }
+                Some(_) => {}
+            }
+        }
+        // A server that refuses the range (416), or serves another one than
+        // asked, is asked for the whole blob, and the caller skips what it
+        // has (field case B23).
+        tracing::debug!(server = %self.server, from, "range not served as asked; fetching the whole blob");
+        let response = self.get_range(url.as_str(), hash, u64::MAX / 2, 0, encoding).await?;
+        Ok(Download::new(response, 0, None))
     }
 
     /// One page of `GET /list/<pubkey>` (BUD-12) with these query
@@ -858,6 +876,44 @@ pub struct Download {
     pub length: Option<u64>,
 }
 
+impl Download {
+    fn new(response: Response, offset: u64, total: Option<u64>) -> Self {
+        let length = total.or_else(|| content_length(&response).map(|l| l + offset));
+        Self { response, offset, length }
+    }
+}
+
+/// For a 206, where the body starts and the blob's full length, from
+/// `Content-Range: bytes START-END/TOTAL`; `None` for any other status (the
+/// body is the whole blob). A 206 without a readable range starts nowhere
+/// usable.
+fn served_range(response: &Response) -> Option<(u64, Option<u64>)> {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return None;
+    }
+    let unusable = Some((u64::MAX, None));
+    let Some(value) = response.headers().get(reqwest::header::CONTENT_RANGE) else {
+        return unusable;
+    };
+    let Some((start, total)) = value.to_str().ok().and_then(parse_content_range) else {
+        return unusable;
+    };
+    Some((start, total))
+}
+
+/// `bytes START-END/TOTAL` (TOTAL may be `*`) into its start and total.
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        total => Some(total.parse::<u64>().ok().filter(|t| end < *t)?),
+    };
+    (start <= end).then_some((start, total))
+}
+
 /// The file's first `blob.size` bytes as a stream of chunks.
 async fn file_chunks(blob: &LocalBlob) -> Result<Chunks, Error> {
     let file = tokio::fs::File::open(&blob.path)
@@ -1005,4 +1061,22 @@ async fn read_capped(response: Response, max: usize) -> Vec<u8> {
         }
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    /// Field case B23: only a well-formed range is trusted.
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            parse_content_range("bytes 125829120-209715199/209715200"),
+            Some((125_829_120, Some(209_715_200)))
+        );
+        assert_eq!(parse_content_range("bytes 10-19/*"), Some((10, None)));
+        for bad in ["bytes 20-10/30", "bytes 0-30/30", "items 0-1/2", "bytes -5/10", "bytes 1-2"] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
 }

@@ -184,6 +184,9 @@ impl Error {
         match self {
             Self::Transport { .. } | Self::Stalled { .. } => ErrorClass::Transient,
             Self::Status { endpoint, status, .. } => classify_status(*endpoint, *status),
+            // A list page that does not parse comes from the server's code,
+            // not from a connection cut short: asking again gives the same.
+            Self::BadDescriptor { endpoint: Endpoint::List, .. } => ErrorClass::Permanent,
             Self::BadDescriptor { .. } | Self::WrongBytes { .. } => ErrorClass::Transient,
             Self::Integrity { .. }
             | Self::Source { .. }

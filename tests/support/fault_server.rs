@@ -134,16 +134,40 @@ pub enum ListMode {
     Cursor,
     /// An older server: `limit` and `until`, but the cursor is ignored.
     IgnoresCursor,
+    /// A server that ignores every paging parameter: each call returns
+    /// the whole list.
+    IgnoresParams,
     /// Listing turned off (404).
     Disabled,
+    /// A 200 whose body is not a bare array: `{"items": [...]}`.
+    Wrapped,
+    /// A 200 with an HTML page.
+    Html,
+    /// A 200 with the array cut off mid-way.
+    Truncated,
+}
+
+/// How `GET /<sha256>` answers a `Range` request (field case B23).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RangeMode {
+    /// 206 with the rest of the blob and a right `Content-Range`.
+    #[default]
+    Honour,
+    /// 200 with the whole blob, as many servers do.
+    Ignore,
+    /// 416 Range Not Satisfiable.
+    Refuse,
+    /// 206, but starting a few bytes later than asked, and saying so in
+    /// `Content-Range`.
+    WrongOffset,
 }
 
 #[derive(Default)]
 struct State {
     auth: AuthMode,
     list: ListMode,
-    /// Ranges are honoured on GET (206) unless this is set (field case B23).
-    ignore_range: bool,
+    /// How `Range` on GET is answered (field case B23).
+    range: RangeMode,
     /// Upload order, for `uploaded` times that differ.
     order: Vec<String>,
     blobs: HashMap<String, (Vec<u8>, String)>,
@@ -239,9 +263,9 @@ impl FaultServer {
         self.state.lock().unwrap().list = mode;
     }
 
-    /// Answer `Range` requests with the whole blob (200), as many servers do.
-    pub fn ignore_range(&self) {
-        self.state.lock().unwrap().ignore_range = true;
+    /// How `Range` requests are answered from now on.
+    pub fn set_range_mode(&self, mode: RangeMode) {
+        self.state.lock().unwrap().range = mode;
     }
 
     /// Stores a blob as if it had been uploaded.
@@ -738,10 +762,16 @@ async fn normal(
                 .and_then(|r| r.strip_prefix("bytes="))
                 .and_then(|r| r.strip_suffix('-'))
                 .and_then(|r| r.parse::<usize>().ok())
-                .filter(|_| request.method == "GET" && !state.ignore_range);
+                .filter(|_| request.method == "GET" && state.range != RangeMode::Ignore);
             let mut headers = vec![("Content-Type".into(), mime.clone())];
-            match from {
-                Some(from) if from < bytes.len() => {
+            match (from, state.range) {
+                (Some(_), RangeMode::Refuse) => (416, Vec::new(), Vec::new()),
+                (Some(from), mode) if from < bytes.len() => {
+                    let from = if mode == RangeMode::WrongOffset {
+                        (from + 1000).min(bytes.len() - 1)
+                    } else {
+                        from
+                    };
                     headers.push(("Content-Length".into(), (bytes.len() - from).to_string()));
                     let range = format!("bytes {from}-{}/{}", bytes.len() - 1, bytes.len());
                     headers.push(("Content-Range".into(), range));
@@ -781,19 +811,22 @@ fn list_blobs(
     if state.list == ListMode::Disabled {
         return (404, vec![("X-Reason".into(), "list is disabled".into())], Vec::new());
     }
-    let query: HashMap<String, String> = request
+    let mut query: HashMap<String, String> = request
         .path
         .split_once('?')
         .map(|(_, q)| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
     let mut items: Vec<(u64, &String)> =
         state.order.iter().enumerate().map(|(i, h)| (1_000_000_000 + i as u64, h)).collect();
     items.reverse();
+    if state.list == ListMode::IgnoresParams {
+        query.clear();
+    }
+    let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
     if let Some(until) = number("until") {
         items.retain(|(t, _)| *t <= until);
     }
-    if state.list == ListMode::Cursor
+    if state.list != ListMode::IgnoresCursor
         && let Some(cursor) = query.get("cursor")
     {
         match items.iter().position(|(_, h)| *h == cursor) {
@@ -810,7 +843,14 @@ fn list_blobs(
             serde_json::json!({"url": format!("{base}/{hash}"), "sha256": hash, "size": bytes.len(), "type": mime, "uploaded": uploaded})
         })
         .collect();
-    (200, json_headers(), serde_json::Value::Array(page).to_string().into_bytes())
+    let array = serde_json::Value::Array(page).to_string();
+    let body = match state.list {
+        ListMode::Wrapped => format!(r#"{{"items":{array}}}"#),
+        ListMode::Html => "<html><body><h1>Blobs</h1></body></html>".to_owned(),
+        ListMode::Truncated => array[..array.len() / 2].to_owned(),
+        _ => array,
+    };
+    (200, json_headers(), body.into_bytes())
 }
 
 fn descriptor(
@@ -836,6 +876,7 @@ fn reason(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
