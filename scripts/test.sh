@@ -23,5 +23,7 @@ cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 # The library alone, as an embedder builds it (no clap, indicatif, anyhow).
 cargo clippy --locked --lib --no-default-features -- -D warnings
+# Every public item documented, every intra-doc link resolving.
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 cargo test --locked --all-targets
 cargo test --locked --doc
