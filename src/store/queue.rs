@@ -160,18 +160,6 @@ impl Store {
                 self.release_waiting(&mut tx, &sha256, now, true).await?;
                 continue;
             }
-            sqlx::query(
-                "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_until = ?3,
-                     attempts = attempts + 1, updated_at = ?4
-                 WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(to_millis(lease_until))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.sql(e))?;
             let path = super::replicas::path_from_columns(row.get("source"), row.get("source_raw"))
                 .unwrap_or_default();
             let blob = LocalBlob {
@@ -182,6 +170,24 @@ impl Store {
             };
             let replace = row.get::<String, _>("kind") == "replace";
             jobs.push(ClaimedJob { id, blob, attempt: attempts + 1, replace });
+        }
+        if !jobs.is_empty() {
+            // One statement for the whole batch: each is a round trip to
+            // the connection's thread.
+            let ids = jobs.iter().map(|j| j.id.to_string()).collect::<Vec<_>>().join(",");
+            let ids = format!("[{ids}]");
+            sqlx::query(
+                "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_until = ?3,
+                     attempts = attempts + 1, updated_at = ?4
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(ids)
+            .bind(owner)
+            .bind(to_millis(lease_until))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.sql(e))?;
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(jobs)
