@@ -396,57 +396,109 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_status_table() {
-        use ErrorClass::*;
-        let table = [
-            (408, Transient),
-            (429, Transient),
-            (500, Transient),
-            (502, Transient),
-            (503, Transient),
-            (504, Transient),
-            (507, Transient),
-            (401, Reauth),
-            (403, Reauth),
-            (400, Permanent),
-            (402, Permanent),
-            (409, Permanent),
-            (411, Permanent),
-            (413, Permanent),
-            (415, Permanent),
-            (422, Permanent),
-            (404, Permanent),
-            (405, Permanent),
-            (501, Permanent),
-        ];
-        for (code, class) in table {
-            let status = StatusCode::from_u16(code).unwrap();
-            assert_eq!(classify_status(Endpoint::Upload, status), class, "PUT /upload {code}");
-        }
-        for code in [404, 405, 501] {
-            let status = StatusCode::from_u16(code).unwrap();
-            assert_eq!(classify_status(Endpoint::Mirror, status), Unsupported, "mirror {code}");
-            assert_eq!(classify_status(Endpoint::UploadPreflight, status), Unsupported);
-        }
+    /// One test per row of the retry table: the class of a status on
+    /// `PUT /upload`, a required endpoint.
+    macro_rules! status_table {
+        ($($name:ident: $code:literal => $class:ident,)*) => {$(
+            #[test]
+            fn $name() {
+                let status = StatusCode::from_u16($code).unwrap();
+                assert_eq!(classify_status(Endpoint::Upload, status), ErrorClass::$class);
+            }
+        )*};
+    }
+
+    status_table! {
+        status_408_is_transient: 408 => Transient,
+        status_429_is_transient: 429 => Transient,
+        status_500_is_transient: 500 => Transient,
+        status_502_is_transient: 502 => Transient,
+        status_503_is_transient: 503 => Transient,
+        status_504_is_transient: 504 => Transient,
+        status_507_is_transient: 507 => Transient,
+        status_401_re_signs: 401 => Reauth,
+        status_403_re_signs: 403 => Reauth,
+        status_400_is_permanent: 400 => Permanent,
+        status_402_is_permanent: 402 => Permanent,
+        status_409_is_permanent: 409 => Permanent,
+        status_411_is_permanent: 411 => Permanent,
+        status_413_is_permanent: 413 => Permanent,
+        status_415_is_permanent: 415 => Permanent,
+        status_422_is_permanent: 422 => Permanent,
+        status_404_on_upload_is_permanent: 404 => Permanent,
+        status_405_on_upload_is_permanent: 405 => Permanent,
+        status_501_on_upload_is_permanent: 501 => Permanent,
     }
 
     #[test]
-    fn retry_after_in_seconds_and_as_a_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    fn status_404_405_501_on_optional_endpoints_are_unsupported() {
+        for code in [404, 405, 501] {
+            let status = StatusCode::from_u16(code).unwrap();
+            for endpoint in [Endpoint::Mirror, Endpoint::UploadPreflight] {
+                assert_eq!(
+                    classify_status(endpoint, status),
+                    ErrorClass::Unsupported,
+                    "{endpoint:?} {code}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn network_errors_and_timeouts_are_transient() {
+        // A port nothing listens on: connection refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let url = format!("http://{closed}/upload");
+        let refused = reqwest::Client::new().put(&url).send().await.unwrap_err();
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "7")]), now),
+            Error::transport(Endpoint::Upload, &url, refused).class(),
+            ErrorClass::Transient
+        );
+        // A server that accepts and never answers: the client's timeout.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/upload", silent.local_addr().unwrap());
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+        let timed_out = client.put(&url).send().await.unwrap_err();
+        assert!(timed_out.is_timeout());
+        let error = Error::transport(Endpoint::Upload, &url, timed_out);
+        assert_eq!(error.class(), ErrorClass::Transient);
+        assert!(error.to_string().contains("timed out"), "{error}");
+        let stalled = Error::Stalled { url, detail: "no data taken for 30 s".into() };
+        assert_eq!(stalled.class(), ErrorClass::Transient);
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "7")]), now()),
             Some(Duration::from_secs(7))
         );
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let later = httpdate::fmt_http_date(now() + Duration::from_secs(90));
         assert_eq!(
-            retry_after(&headers(&[("retry-after", &later)]), now),
+            retry_after(&headers(&[("retry-after", &later)]), now()),
             Some(Duration::from_secs(90))
         );
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(retry_after(&headers(&[("retry-after", &past)]), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(retry_after(&headers(&[]), now), None);
+    }
+
+    #[test]
+    fn retry_after_as_a_date_in_the_past_means_now() {
+        let past = httpdate::fmt_http_date(now() - Duration::from_secs(90));
+        assert_eq!(retry_after(&headers(&[("retry-after", &past)]), now()), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_that_does_not_parse_or_is_missing_is_ignored() {
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now()), None);
+        assert_eq!(retry_after(&headers(&[]), now()), None);
     }
 
     /// Field case B14: the reason comes from X-Reason, else a JSON message,
