@@ -99,12 +99,19 @@ pub enum UploadSource {
 /// server, in the client's order; one failure does not affect the others.
 pub type PerServer<T> = Vec<(ServerUrl, Result<T, ClientError>)>;
 
-/// How listing went on a server that ignores part of BUD-12.
+/// How [`BlossomClient::list`] pages through a server's list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListOptions {
-    /// Items per page (`limit`).
+    /// Items per page (`limit`); 0 means 100.
     pub page_size: u32,
+    /// The most blobs read before giving up with
+    /// [`ClientError::ListTooLong`]; 0 means [`MAX_LIST_ITEMS`].
+    pub max_items: usize,
 }
+
+/// The largest `limit` asked for when a server that pages by time holds
+/// more blobs of one upload second than a page.
+const MAX_PAGE: u32 = 5_000;
 
 /// A Blossom client for a set of servers (the first is the preferred one).
 #[derive(Clone)]
@@ -538,17 +545,25 @@ impl BlossomClient {
         options: ListOptions,
     ) -> Result<Vec<BlobDescriptor>, ClientError> {
         let limit = if options.page_size == 0 { 100 } else { options.page_size };
+        let max_items = if options.max_items == 0 { MAX_LIST_ITEMS } else { options.max_items };
         let mut all: Vec<BlobDescriptor> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut cursor_works = true;
+        // Paging by time (a server that ignores the cursor): the `until`
+        // asked, the `limit` asked, the page length when the limit was
+        // last raised, and the longest page the server gives if it caps
+        // the limit.
+        let mut until: Option<u64> = None;
+        let mut page_limit = limit;
+        let mut raised_at: Option<usize> = None;
+        let mut server_cap: Option<usize> = None;
         loop {
-            let mut query = vec![("limit", limit.to_string())];
+            let mut query = vec![("limit", page_limit.to_string())];
             if let Some(last) = all.last() {
                 if cursor_works {
                     query.push(("cursor", last.sha256.clone().unwrap_or_default()));
                 } else {
-                    let oldest = all.iter().filter_map(|d| d.uploaded).min().unwrap_or(0);
-                    query.push(("until", oldest.to_string()));
+                    query.push(("until", until.unwrap_or(0).to_string()));
                 }
             }
             let query = &query;
@@ -565,7 +580,9 @@ impl BlossomClient {
             // by time below.
             let cursor = all.last().and_then(|d| d.sha256.as_deref());
             let has_cursor = cursor.is_some() && page.iter().any(|d| d.sha256.as_deref() == cursor);
-            let whole = page.len() > limit as usize || (has_cursor && page.len() < limit as usize);
+            let page_len = page.len();
+            let whole = page_len > page_limit as usize || (has_cursor && page_len < limit as usize);
+            let oldest = page.iter().filter_map(|d| d.uploaded).min();
             let fresh: Vec<BlobDescriptor> = page
                 .into_iter()
                 .filter(|d| seen.insert(d.sha256.clone().unwrap_or_default()))
@@ -575,21 +592,58 @@ impl BlossomClient {
                 all.extend(fresh);
                 return Ok(all);
             }
-            if all.len() + fresh.len() > MAX_LIST_ITEMS {
-                return Err(ClientError::ListTooLong {
-                    server: server.clone(),
-                    max: MAX_LIST_ITEMS,
-                });
+            if all.len() + fresh.len() > max_items {
+                return Err(ClientError::ListTooLong { server: server.clone(), max: max_items });
             }
-            if fresh.is_empty() {
-                if cursor_works && !all.is_empty() {
-                    tracing::debug!(%server, "the server ignores the list cursor; paging by time");
-                    cursor_works = false;
-                    continue;
+            if !fresh.is_empty() {
+                all.extend(fresh);
+                if !cursor_works {
+                    until = match (until, oldest) {
+                        (Some(u), Some(o)) => Some(u.min(o)),
+                        (u, o) => u.or(o),
+                    };
                 }
+                continue;
+            }
+            if cursor_works {
+                if all.is_empty() {
+                    return Ok(all);
+                }
+                tracing::debug!(%server, "the server ignores the list cursor; paging by time");
+                cursor_works = false;
+                until = all.iter().filter_map(|d| d.uploaded).min();
+                continue;
+            }
+            // Paging by time and nothing new: the end of the list, or a
+            // full page of blobs that share their upload seconds with ones
+            // already listed (a bulk upload), which `until` cannot step
+            // past. Ask for longer pages, as long as the server gives them.
+            // A longer limit that brought no longer page: the server caps it.
+            if server_cap.is_none() && raised_at.is_some_and(|before| page_len <= before) {
+                server_cap = Some(page_len);
+            }
+            if page_len < server_cap.unwrap_or(page_limit as usize) {
                 return Ok(all);
             }
-            all.extend(fresh);
+            if server_cap.is_none() && page_limit < MAX_PAGE {
+                raised_at = Some(page_len);
+                page_limit = page_limit.saturating_mul(4).min(MAX_PAGE);
+                continue;
+            }
+            // The rest of that second cannot be reached: step past it, and
+            // say that the list may lack some of its blobs.
+            let Some(second) = oldest.filter(|t| *t > 0) else { return Ok(all) };
+            if until.is_some_and(|u| second > u) {
+                // The server ignores `until` too: nothing more to read.
+                return Ok(all);
+            }
+            tracing::warn!(
+                %server,
+                uploaded = second,
+                "the server pages by time only and returns fewer blobs at once than it holds for \
+                 one upload second; the list may lack some blobs of that second"
+            );
+            until = Some(second - 1);
         }
     }
 

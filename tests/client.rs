@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use blossom_replicator::blossom::ErrorClass;
-use blossom_replicator::client::{BlossomClient, ListOptions, UploadSource};
+use blossom_replicator::client::{BlossomClient, ClientError, ListOptions, UploadSource};
 use blossom_replicator::uri::BlossomUri;
 use blossom_replicator::{ServerUrl, Sha256};
 use support::fault_server::{FaultServer, ListMode, RangeMode, Reply};
@@ -218,7 +218,11 @@ async fn b12_listing_survives_every_pagination_and_reports_it_disabled() {
         stored.reverse();
         let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
         let listed = client
-            .list(&url(&server.url), &key.pubkey_hex, ListOptions { page_size: 5 })
+            .list(
+                &url(&server.url),
+                &key.pubkey_hex,
+                ListOptions { page_size: 5, ..Default::default() },
+            )
             .await
             .unwrap();
         let listed: Vec<String> = listed.into_iter().filter_map(|d| d.sha256).collect();
@@ -227,7 +231,40 @@ async fn b12_listing_survives_every_pagination_and_reports_it_disabled() {
         assert!(pages <= most_pages, "{mode:?}: {pages} pages for 23 blobs of 5");
     }
 
+    // Paged by time after a bulk upload: twelve blobs share each upload
+    // second, more than a page holds. Longer pages are asked for; a server
+    // that caps them loses some of a second's blobs, but the listing ends,
+    // and lists nothing twice.
+    for (max_limit, most_pages) in [(None, 10), (Some(5), 12)] {
+        let server = FaultServer::start().await;
+        server.set_list_mode(ListMode::SameSecond { per_second: 12, max_limit });
+        let mut stored: Vec<String> =
+            (0..23).map(|i| server.put(format!("blob {i}").as_bytes())).collect();
+        stored.reverse();
+        let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+        let options = ListOptions { page_size: 5, ..Default::default() };
+        let listed = client.list(&url(&server.url), &key.pubkey_hex, options).await.unwrap();
+        let listed: Vec<String> = listed.into_iter().filter_map(|d| d.sha256).collect();
+        let unique: std::collections::HashSet<_> = listed.iter().collect();
+        assert_eq!(unique.len(), listed.len(), "{max_limit:?}: nothing twice");
+        if max_limit.is_none() {
+            assert_eq!(listed, stored, "every blob once, newest first");
+        } else {
+            assert!(listed.iter().all(|h| stored.contains(h)) && listed.len() == 10, "{listed:?}");
+        }
+        let pages = server.requests("GET", "/list/");
+        assert!(pages <= most_pages, "{max_limit:?}: {pages} pages for 23 blobs of 5");
+    }
+
+    // A server that makes up new blobs on every page is not read forever.
+    let endless = FaultServer::start().await;
+    endless.set_list_mode(ListMode::Endless);
     let client = BlossomClient::new(Arc::new(key.signer.clone()), Vec::new());
+    let options = ListOptions { page_size: 10, max_items: 50 };
+    let err = client.list(&url(&endless.url), &key.pubkey_hex, options).await.unwrap_err();
+    assert!(matches!(err, ClientError::ListTooLong { max: 50, .. }), "{err}");
+    assert_eq!(endless.requests("GET", "/list/"), 6);
+
     let off = FaultServer::start().await;
     off.set_list_mode(ListMode::Disabled);
     let err =

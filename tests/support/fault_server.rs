@@ -145,6 +145,11 @@ pub enum ListMode {
     Html,
     /// A 200 with the array cut off mid-way.
     Truncated,
+    /// As `IgnoresCursor`, with `per_second` blobs sharing each upload
+    /// time (a bulk upload), and `limit` capped at `max_limit` if given.
+    SameSecond { per_second: u64, max_limit: Option<usize> },
+    /// Every page holds blobs never listed before: a list without end.
+    Endless,
 }
 
 /// How `GET /<sha256>` answers a `Range` request (field case B23).
@@ -816,8 +821,24 @@ fn list_blobs(
         .split_once('?')
         .map(|(_, q)| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let mut items: Vec<(u64, &String)> =
-        state.order.iter().enumerate().map(|(i, h)| (1_000_000_000 + i as u64, h)).collect();
+    let per_second = match state.list {
+        ListMode::SameSecond { per_second, .. } => per_second.max(1),
+        _ => 1,
+    };
+    let invented: Vec<String>;
+    let mut items: Vec<(u64, &String)> = if state.list == ListMode::Endless {
+        let page = state.requests.iter().filter(|r| r.path.starts_with("/list/")).count();
+        invented =
+            (0..10).map(|i| hex::encode(sha2::Sha256::digest(format!("{page}/{i}")))).collect();
+        invented.iter().map(|h| (1_000_000_000, h)).collect()
+    } else {
+        state
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (1_000_000_000 + i as u64 / per_second, h))
+            .collect()
+    };
     items.reverse();
     if state.list == ListMode::IgnoresParams {
         query.clear();
@@ -826,7 +847,10 @@ fn list_blobs(
     if let Some(until) = number("until") {
         items.retain(|(t, _)| *t <= until);
     }
-    if state.list != ListMode::IgnoresCursor
+    let ignores_cursor =
+        matches!(state.list, ListMode::IgnoresCursor | ListMode::SameSecond { .. });
+    if !ignores_cursor
+        && state.list != ListMode::Endless
         && let Some(cursor) = query.get("cursor")
     {
         match items.iter().position(|(_, h)| *h == cursor) {
@@ -834,13 +858,19 @@ fn list_blobs(
             None => items.clear(),
         }
     }
-    let limit = number("limit").unwrap_or(u64::MAX) as usize;
+    let mut limit = number("limit").unwrap_or(u64::MAX) as usize;
+    if let ListMode::SameSecond { max_limit: Some(max), .. } = state.list {
+        limit = limit.min(max);
+    }
     let page: Vec<serde_json::Value> = items
         .iter()
         .take(limit)
         .map(|(uploaded, hash)| {
-            let (bytes, mime) = &state.blobs[*hash];
-            serde_json::json!({"url": format!("{base}/{hash}"), "sha256": hash, "size": bytes.len(), "type": mime, "uploaded": uploaded})
+            let (size, mime) = state
+                .blobs
+                .get(*hash)
+                .map_or((0, "application/octet-stream"), |(bytes, mime)| (bytes.len(), mime.as_str()));
+            serde_json::json!({"url": format!("{base}/{hash}"), "sha256": hash, "size": size, "type": mime, "uploaded": uploaded})
         })
         .collect();
     let array = serde_json::Value::Array(page).to_string();
