@@ -53,7 +53,7 @@ pub enum ClientError {
         /// The last failure, if one was not a plain 404.
         last: Option<Box<ClientError>>,
     },
-    /// A server's list went on past [`MAX_LIST_ITEMS`] blobs.
+    /// A server's list went on past [`ListOptions::max_items`] blobs.
     #[error("{server} lists more than {max} blobs; stopped there")]
     ListTooLong {
         /// The server.
@@ -61,6 +61,12 @@ pub enum ClientError {
         /// The cap.
         max: usize,
     },
+    /// The client has no server to ask through.
+    #[error("no server configured")]
+    NoServers,
+    /// A source URL answered `HEAD` without a `Content-Length`.
+    #[error("{0} gives no length for the blob")]
+    NoLength(String),
     /// The servers together served bytes that do not hash to the blob.
     #[error("the bytes received for {hash} hash to {got}")]
     WrongBytes {
@@ -471,6 +477,22 @@ impl BlossomClient {
         let blob = &blob;
         let receipt = self.call(server, |c, e| async move { c.mirror(url, blob, e).await }).await?;
         Ok(receipt.descriptor)
+    }
+
+    /// The length `url` (a blob on any host, to mirror from) gives with
+    /// `HEAD`: asked once, through the first server's connection pool and
+    /// timeouts, so a source that never answers is given up on.
+    ///
+    /// # Errors
+    ///
+    /// No server is configured, the source failed or refused, or it gives
+    /// no length.
+    pub async fn source_size(&self, url: &str) -> Result<u64, ClientError> {
+        let Some(first) = self.servers().first() else {
+            return Err(ClientError::NoServers);
+        };
+        let peer = self.peer(first)?;
+        peer.client.source_length(url).await?.ok_or_else(|| ClientError::NoLength(url.to_owned()))
     }
 
     /// Asks every server that does not hold the blob yet to mirror it from

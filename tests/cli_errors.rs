@@ -11,7 +11,7 @@ use support::{BlossomServer, TestKey, cli, run, status_json, write_config};
 /// A database holding one blob stored on one real server, and what
 /// `status --json` says about it.
 struct Baseline {
-    _server: BlossomServer,
+    server: BlossomServer,
     key: TestKey,
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -37,7 +37,7 @@ fn baseline() -> Baseline {
         .arg(&file));
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let status = status_json(&db);
-    Baseline { _server: server, key, dir, config, db, file, status }
+    Baseline { server, key, dir, config, db, file, status }
 }
 
 impl Baseline {
@@ -130,6 +130,34 @@ fn bad_relays_and_public_keys_are_refused_with_one_line() {
     assert!(!line.contains("hunter2"), "{line}");
     let line = b.refused(run(b.cli().args(["servers", "list", &b.key.pubkey_hex])), "--relay");
     assert!(line.contains("no relays"), "{line}");
+}
+
+/// `mirror` of a source that takes the connection and never answers, or
+/// answers 404, ends with one line naming it instead of hanging or asking
+/// the servers to mirror a size it made up.
+#[test]
+fn a_mirror_source_that_hangs_or_is_missing_is_named() {
+    let b = baseline();
+    let config = std::fs::read_to_string(&b.config).unwrap() + "[timeouts]\nrequest = \"1s\"\n";
+    let config_path = b.dir.path().join("quick.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hash = "b".repeat(64);
+    let hanging = format!("http://{}/{hash}", silent.local_addr().unwrap());
+    let mirror = |source: &str| {
+        let mut command = cli(Some(&b.key));
+        command.arg("--config").arg(&config_path).arg("--db").arg(&b.db);
+        command.args(["mirror", source]);
+        let started = std::time::Instant::now();
+        let output = run(&mut command);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{source}: gave up late");
+        output
+    };
+    let line = b.refused(mirror(&hanging), &hanging);
+    assert!(line.contains("timed out"), "{line}");
+    let missing = format!("{}/{hash}", b.server.url);
+    let line = b.refused(mirror(&missing), &missing);
+    assert!(line.contains("404"), "{line}");
 }
 
 #[test]

@@ -330,6 +330,26 @@ impl ServerClient {
         }
     }
 
+    /// `HEAD` of a blob URL on any host (a source to mirror from), with
+    /// this client's pool and timeouts: the length it gives, if any.
+    ///
+    /// # Errors
+    ///
+    /// Transport failures and any status but success.
+    pub async fn source_length(&self, url: &str) -> Result<Option<u64>, Error> {
+        let response = self
+            .http
+            .head(url)
+            .timeout(self.timeouts.request)
+            .send()
+            .await
+            .map_err(|e| Error::transport(Endpoint::HasBlob, url, e))?;
+        if !response.status().is_success() {
+            return Err(status_error(Endpoint::HasBlob, url, response).await);
+        }
+        Ok(content_length(&response))
+    }
+
     async fn send_head(
         &self,
         url: &reqwest::Url,

@@ -250,13 +250,11 @@ pub(crate) async fn mirror(cli: &Cli, args: &MirrorArgs) -> anyhow::Result<ExitC
     let Some(hash) = Sha256::from_url(&args.url) else {
         bail!("{:?} names no blob (no 64-hex hash in its path)", args.url);
     };
-    let size = reqwest::Client::new()
-        .head(&args.url)
-        .send()
+    // The servers check what they fetched against this size.
+    let size = client
+        .source_size(&args.url)
         .await
-        .ok()
-        .and_then(|r| r.headers().get("content-length")?.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
+        .with_context(|| format!("cannot read the size of {}", args.url))?;
     let results = client.mirror_to_all(&args.url, hash, size).await;
     report_per_server(&results, args.json, |d| json!(d))
 }
