@@ -96,5 +96,5 @@ for blob in status["blobs"]:
 print(f"{len(status['blobs'])} blobs x {len(servers)} servers: {checked} copies verified, {bad} missing or wrong")
 sys.exit(1 if bad else 0)
 PY
-echo "== done: push exited $status; state is in $demo/replicator.db"
+echo "== done: push exited $status; state is in $demo/replicator.db (the servers' files too: rm -rf $demo when done)"
 exit "$status"

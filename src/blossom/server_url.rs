@@ -54,6 +54,17 @@ impl ServerUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(error("credentials in server urls are not supported"));
         }
+        let local = matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
+            || url.host_str() == Some("localhost")
+            || url.port().is_some();
+        if !trimmed.contains("://") && local {
+            // Local servers and explicit ports are often plain http; https
+            // to them fails on every attempt with a TLS error.
+            tracing::warn!(
+                server = %input,
+                "no scheme given: assuming https (write http:// for a plain-http server)"
+            );
+        }
         if !url.path().trim_end_matches('/').is_empty() {
             tracing::warn!(
                 server = %input,

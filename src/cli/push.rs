@@ -359,9 +359,13 @@ impl Summary {
 
     fn print(&self, interrupted: bool) {
         let width = self.order.iter().map(String::len).max().unwrap_or(6).max(6);
+        // The counts are the record of these blobs over every run: a blob
+        // uploaded by an earlier run shows as uploaded, though this run
+        // sent nothing for it.
         out!(
-            "{} blobs on {} servers in {:.1} s",
+            "{} {} on {} servers, as recorded over every run (this one took {:.1} s)",
             self.blobs,
+            if self.blobs == 1 { "blob" } else { "blobs" },
             self.order.len(),
             self.elapsed.as_secs_f64()
         );
@@ -387,7 +391,7 @@ impl Summary {
                 s.bytes_sent
             );
         }
-        out!("bytes sent in all: {}", self.bytes_sent());
+        out!("bytes sent for these blobs over every run: {}", self.bytes_sent());
         for name in &self.order {
             let reasons = &self.servers[name].reasons;
             for (reason, count) in reasons.iter().take(5) {
