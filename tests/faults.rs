@@ -356,3 +356,42 @@ async fn batch_tokens_cut_signatures_and_a_server_refusing_them_is_remembered() 
     assert_eq!(uploads, 80);
     assert!(distinct <= 12, "{distinct} tokens for 80 uploads");
 }
+
+/// B14 as its case tells it: a DELETE answered 400 with the reason only in
+/// a JSON body. The line shown names the reason from the body, the 400 is
+/// not repeated, and the replica stays recorded as stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn b14_a_delete_refused_with_400_and_a_json_reason() {
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let server = FaultServer::start().await;
+    let file = work.path().join("keep.txt");
+    std::fs::write(&file, "not to be deleted\n").unwrap();
+    let output = run_async(push_to(&server, &key, work.path(), "a.db", &file)).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    server.rule(
+        "DELETE",
+        "/",
+        None,
+        Reply::Status {
+            code: 400,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: r#"{"message":"unauthorized"}"#.into(),
+        },
+    );
+    let hash = blossom_replicator::Sha256::digest(b"not to be deleted\n").to_hex();
+    let config = write_config(work.path(), &[&server.url], FAST_TIMEOUTS);
+    let mut command = cli(Some(&key));
+    command.arg("--config").arg(config).arg("--db").arg(work.path().join("a.db"));
+    command.args(["delete", &hash]);
+    let output = run_async(command).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(shown.contains("400") && shown.contains("unauthorized"), "{shown}");
+    assert!(server.requests("DELETE", "/") <= 2, "400 is not repeated: {shown}");
+    assert_eq!(replica_states(&work.path().join("a.db"))[0].2, "stored");
+}

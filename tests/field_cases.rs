@@ -544,3 +544,53 @@ async fn tokens_pass_a_strict_server() {
     assert_eq!(server.requests("DELETE", "/"), 1);
     assert!(server.blob(&hash_of(&file)).is_none());
 }
+
+/// B10 through the engine: a server whose upload answer describes other
+/// bytes does not count as holding the blob, its URL is not recorded, the
+/// body is not sent to it again and again, and the other server is not
+/// held back. The local hash stays the only truth.
+#[tokio::test(flavor = "multi_thread")]
+async fn b10_an_upload_answered_for_other_bytes_is_failed_not_stored() {
+    let key = TestKey::new();
+    let work = tempfile::tempdir().unwrap();
+    let good = FaultServer::start().await;
+    let altering = FaultServer::start().await;
+    altering.rule("PUT", "/upload", None, Reply::WrongDescriptor);
+    let config = write_config(
+        work.path(),
+        &[&good.url, &altering.url],
+        &format!("{QUICK_RETRIES}[replication]\nstrategy = \"upload\"\n"),
+    );
+    let file = work.path().join("photo.jpg");
+    write_random_file(&file, 300_000, 10);
+    let db = work.path().join("a.db");
+    let output = run_async(push(&key, &config, &db, &[&file])).await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "one server lacks a good copy: {}",
+        describe(&output)
+    );
+
+    let hash = hash_of(&file);
+    let status = status_json(&db);
+    assert_eq!(status["blobs"][0]["sha256"], hash.as_str(), "our hash is kept");
+    let replicas: HashMap<String, serde_json::Value> = status["blobs"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["server"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    let replica = |url: &str| &replicas[url.trim_end_matches('/')];
+    assert_eq!(replica(&good.url)["state"], "stored");
+    let bad = replica(&altering.url);
+    assert_eq!(bad["state"], "failed", "{bad}");
+    assert!(bad["url"].is_null(), "the server's URL is not recorded: {bad}");
+    let reason = bad["reason"].as_str().unwrap();
+    assert!(reason.contains("does not match") && reason.contains(&hash), "{reason}");
+    assert_eq!(
+        altering.requests("PUT", "/upload"),
+        1,
+        "an altering server is not sent the body again"
+    );
+}
