@@ -341,6 +341,20 @@ async fn get_has_and_list_commands() {
     .await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("blossom:nothex.pdf"));
+
+    // A blob no server has is a result, as for `has`: exit 1, no file.
+    let absent = Sha256::digest(b"on no server at all").to_hex();
+    let out = work.path().join("absent.bin");
+    let output = run_async({
+        let mut c = cli(None);
+        c.args(["--server", &real.url, "get", &absent, "-o"]).arg(&out);
+        c
+    })
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not found") && stderr.contains(&absent), "{stderr}");
+    assert!(!out.exists() && !out.with_extension("part").exists());
 }
 
 /// The blocking client, from a plain thread with no runtime.

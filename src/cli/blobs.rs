@@ -154,6 +154,11 @@ pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> anyhow::Result<ExitCode> {
         Ok(found) => found,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
+            if let ClientError::NotFound { .. } = e {
+                // A result, as `has` of an absent blob: exit 1, not 2.
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
             return Err(e.into());
         }
     };
