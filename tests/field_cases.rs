@@ -29,6 +29,16 @@ fn hash_of(path: &Path) -> String {
 }
 
 /// `push` of `files` with this config and database.
+/// The first blob's replicas in `status --json`, by server.
+fn replicas_by_server(status: &serde_json::Value) -> HashMap<String, serde_json::Value> {
+    status["blobs"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["server"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
 fn push(key: &TestKey, config: &Path, db: &Path, files: &[&Path]) -> std::process::Command {
     let mut command = cli(Some(key));
     command.arg("--config").arg(config).arg("--db").arg(db).arg("push").args(files);
@@ -194,12 +204,7 @@ async fn b06_five_servers_five_outcomes_each_recorded_with_its_reason() {
         assert_eq!(server.requests("PUT", "/upload"), 1, "402 is not retried blindly");
     }
     let status = status_json(&db);
-    let replicas: HashMap<String, serde_json::Value> = status["blobs"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["server"].as_str().unwrap().to_owned(), r.clone()))
-        .collect();
+    let replicas = replicas_by_server(&status);
     let replica = |url: &str| &replicas[url.trim_end_matches('/')];
     assert_eq!(replica(&good.url)["state"], "stored");
     assert_eq!(replica(&unreachable)["attempts"], 3);
@@ -575,12 +580,7 @@ async fn b10_an_upload_answered_for_other_bytes_is_failed_not_stored() {
     let hash = hash_of(&file);
     let status = status_json(&db);
     assert_eq!(status["blobs"][0]["sha256"], hash.as_str(), "our hash is kept");
-    let replicas: HashMap<String, serde_json::Value> = status["blobs"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["server"].as_str().unwrap().to_owned(), r.clone()))
-        .collect();
+    let replicas = replicas_by_server(&status);
     let replica = |url: &str| &replicas[url.trim_end_matches('/')];
     assert_eq!(replica(&good.url)["state"], "stored");
     let bad = replica(&altering.url);
