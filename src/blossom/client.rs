@@ -316,10 +316,10 @@ impl ServerClient {
         encoding: TokenEncoding,
     ) -> Result<Presence, Error> {
         let url = self.server.blob(hash);
-        let mut response = self.send_head(&url, None).await?;
+        let mut response = self.send_head(url.as_str(), None).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let token = self.token(Verb::Get, *hash, Duration::from_secs(300), encoding).await?;
-            response = self.send_head(&url, Some(token)).await?;
+            response = self.send_head(url.as_str(), Some(token)).await?;
         }
         match response.status() {
             status if status.is_success() => {
@@ -337,29 +337,19 @@ impl ServerClient {
     ///
     /// Transport failures and any status but success.
     pub async fn source_length(&self, url: &str) -> Result<Option<u64>, Error> {
-        let response = self
-            .http
-            .head(url)
-            .timeout(self.timeouts.request)
-            .send()
-            .await
-            .map_err(|e| Error::transport(Endpoint::HasBlob, url, e))?;
+        let response = self.send_head(url, None).await?;
         if !response.status().is_success() {
             return Err(status_error(Endpoint::HasBlob, url, response).await);
         }
         Ok(content_length(&response))
     }
 
-    async fn send_head(
-        &self,
-        url: &reqwest::Url,
-        token: Option<String>,
-    ) -> Result<Response, Error> {
-        let mut request = self.http.head(url.clone()).timeout(self.timeouts.request);
+    async fn send_head(&self, url: &str, token: Option<String>) -> Result<Response, Error> {
+        let mut request = self.http.head(url).timeout(self.timeouts.request);
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, token);
         }
-        request.send().await.map_err(|e| Error::transport(Endpoint::HasBlob, url.as_str(), e))
+        request.send().await.map_err(|e| Error::transport(Endpoint::HasBlob, url, e))
     }
 
     /// `HEAD /upload` (BUD-06): asks whether the server would take this
@@ -911,14 +901,12 @@ fn served_range(response: &Response) -> Option<(u64, Option<u64>)> {
     if response.status() != StatusCode::PARTIAL_CONTENT {
         return None;
     }
-    let unusable = Some((u64::MAX, None));
-    let Some(value) = response.headers().get(reqwest::header::CONTENT_RANGE) else {
-        return unusable;
-    };
-    let Some((start, total)) = value.to_str().ok().and_then(parse_content_range) else {
-        return unusable;
-    };
-    Some((start, total))
+    let range = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_content_range);
+    Some(range.unwrap_or((u64::MAX, None)))
 }
 
 /// `bytes START-END/TOTAL` (TOTAL may be `*`) into its start and total.

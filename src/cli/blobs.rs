@@ -156,7 +156,7 @@ pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> anyhow::Result<ExitCode> {
             let _ = std::fs::remove_file(&partial);
             if let ClientError::NotFound { .. } = e {
                 // A result, as `has` of an absent blob: exit 1, not 2.
-                eprintln!("error: {e}");
+                super::print_error(&e.into());
                 return Ok(ExitCode::from(1));
             }
             return Err(e.into());

@@ -121,8 +121,13 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {}", one_line(error));
+    print_error(error);
     ExitCode::from(2)
+}
+
+/// An error as the user sees it: `error: ` and the whole chain on one line.
+pub(crate) fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {}", one_line(error));
 }
 
 /// The error and its causes on one line, leaving out causes whose text the

@@ -847,12 +847,11 @@ fn list_blobs(
     if let Some(until) = number("until") {
         items.retain(|(t, _)| *t <= until);
     }
-    let ignores_cursor =
-        matches!(state.list, ListMode::IgnoresCursor | ListMode::SameSecond { .. });
-    if !ignores_cursor
-        && state.list != ListMode::Endless
-        && let Some(cursor) = query.get("cursor")
-    {
+    let honours_cursor = !matches!(
+        state.list,
+        ListMode::IgnoresCursor | ListMode::SameSecond { .. } | ListMode::Endless
+    );
+    if honours_cursor && let Some(cursor) = query.get("cursor") {
         match items.iter().position(|(_, h)| *h == cursor) {
             Some(at) => items.drain(..=at).for_each(drop),
             None => items.clear(),
